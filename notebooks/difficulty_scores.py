@@ -1,0 +1,131 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Difficulty scores: which CIFAR-10 images are hard?
+#
+# SelMatch (Lee & Chung, ICML 2024, §3) builds its synthetic set from a *window* of training images
+# ordered from hardest to easiest within each class.
+# The order comes from a per-example **difficulty score**.
+# For CIFAR-10 and CIFAR-100 SelMatch uses the **C-score** of Jiang et al. (2021):
+# the expected accuracy on an example of a network trained on random subsets that leave it out,
+#
+# $$
+# C(x, y) = \mathbb{E}_{D \not\ni (x, y)} \big[\, \Pr(f_D(x) = y) \,\big],
+# $$
+#
+# so a low C-score marks an atypical, hard example.
+# For Tiny ImageNet it uses **forgetting counts** (Toneva et al., 2019):
+# how often an example flips from correctly to incorrectly classified during training,
+# where a high count marks a hard example.
+#
+# This page loads both published score files, maps them onto our copy of CIFAR-10,
+# and shows what the two ends of each class look like.
+#
+# :::{admonition} What this page computes, and at what scale
+# :class: note
+# Everything here reads the **published** scores (`../shared/data/scores`), so the page is the same
+# at every profile and takes a few seconds (plus about 20 s once per machine to decode CIFAR-10).
+# The scores are the authors' numbers, not ours; only the mapping onto the JPEG copy of CIFAR-10
+# and the per-class correlations are computed here.
+# :::
+
+# %% tags=["parameters"]
+import os
+
+profile: str = os.environ.get("DDBOOK_PROFILE", "ci")  # one of ci | quick | gpu | paper
+score: str = "cscore"  # the published score that orders the images: cscore | forgetting
+n_show: int = 8  # images shown per class at each end of the order (1–16)
+
+# %%
+import ddbook
+from ddbook import params, plotting, results
+
+P = ddbook.get_profile(profile)
+score = params.check("score", score, str, choices=["cscore", "forgetting"])
+n_show = params.check("n_show", n_show, int, low=1, high=16)
+plotting.style()
+print(f"profile {P.name!r}: {P.purpose}")
+print(f"showing the {n_show} easiest and {n_show} hardest training images of each class by {score}")
+
+# %% [markdown]
+# ## Loading the data and the scores
+#
+# The JPEG archive lists each class's images by their rank within the class in the original CIFAR
+# order; the score files are in the original order and carry its label sequence.
+# `load_published_scores` joins the two (and refuses a file whose length or class counts differ).
+
+# %%
+with results.Timer() as load_time:
+    ds = ddbook.load_dataset("cifar10")
+    chosen = ddbook.load_published_scores(ds, score)
+    cscore = ddbook.load_published_scores(ds, "cscore")
+    forgetting = ddbook.load_published_scores(ds, "forgetting")
+print(f"{len(ds.train):,} training images from {ds.source} in {load_time.seconds:.1f} s")
+print(f"{chosen.name}: {chosen.source}; the hard end is the {chosen.hard} end")
+
+# %% [markdown]
+# ## The easiest and the hardest images of each class
+
+# %% mystnb={"figure": {"caption": "The easiest (left) and the hardest (right) training images of each CIFAR-10 class under the chosen published score. Easy images are canonical views on plain backgrounds; hard ones are unusual views, crops, clutter, and the odd mislabelled image.", "name": "fig-difficulty-extremes"}}
+rows = []
+for c in range(ds.num_classes):
+    order = chosen.hardest_first(ds.train, c)
+    easiest, hardest = order[-n_show:].flip(0), order[:n_show]
+    rows.append(ds.train.images[easiest.tolist() + hardest.tolist()])
+fig = plotting.image_grid(rows, row_labels=ds.classes,
+                          col_groups=[("easiest", n_show), ("hardest", n_show)])
+
+# %% [markdown]
+# ## How the scores are distributed within each class
+#
+# C-scores pile up near 1: most CIFAR-10 images are typical, and the hard tail is thin.
+# How thin differs between classes (cats and birds have longer tails than cars and trucks),
+# which is one reason SelMatch picks its window per class rather than globally.
+
+# %% mystnb={"figure": {"caption": "Distribution of the published C-scores within each CIFAR-10 class (median marked). Low is hard.", "name": "fig-cscore-distributions"}}
+fig = plotting.score_distributions(cscore.values, ds.train.labels, ds.classes, "C-score",
+                                   hard_side="low")
+
+# %% [markdown]
+# ## Do the two published scores agree?
+#
+# If both files are mapped onto the same images correctly, a hard example by one score should
+# tend to be hard by the other: C-score (low = hard) and forgetting (high = hard) should be
+# **negatively** correlated within every class. A wrong mapping would give correlations near zero.
+
+# %%
+from scipy.stats import spearmanr
+import pandas as pd
+
+rho = {}
+for c, name in enumerate(ds.classes):
+    idx = ds.train.class_indices(c)
+    rho[name] = spearmanr(cscore.values[idx], forgetting.values[idx]).statistic
+table = pd.DataFrame({"Spearman ρ (C-score vs forgetting)": rho}).round(3)
+table.loc["mean"] = table.mean().round(3)
+path = results.save_result(
+    "difficulty/published_scores_agreement", P.name, {"spearman_per_class": rho},
+    config={"dataset": ds.name, "scores": [cscore.source, forgetting.source]}, seeds=[],
+    wall_time=load_time.seconds)
+print(f"saved {path.relative_to(path.parents[2])}")
+table
+
+# %% [markdown]
+# ## Summary
+#
+# - The published scores map onto the JPEG copy of CIFAR-10 through each image's within-class rank;
+#   the mapping is checked for length and class counts, and the two independent score files agree
+#   in direction in every class (negative ρ above).
+# - Easy images are prototypes; hard images are the unusual, cluttered and sometimes mislabelled ones.
+#   SelMatch's observation is that a small synthetic set should *not* be built from either extreme
+#   alone: its sliding window picks a band whose position depends on the set's size.
