@@ -8,10 +8,16 @@ Notebooks import from here and never redefine library functions. Modules, one jo
 - :mod:`ddbook.profiles` — the ci / quick / gpu / paper scales, as data
 - :mod:`ddbook.results` — result files with provenance, written atomically
 - :mod:`ddbook.params` — readable errors for bad notebook parameters
+- :mod:`ddbook.networks` (+ :mod:`ddbook.resnet`) — ConvNet family, ResNet-18, AlexNet, VGG-11;
+  the functional student over a flat parameter vector
+- :mod:`ddbook.augment` — DSA (single and siamese modes), crop+flip, SelMatch's combined augmentation
 - :mod:`ddbook.plotting` — the book's figures (imported on demand: it pulls in matplotlib)
 """
+from .augment import augment, dsa, sample_dsa, apply_dsa, simple_augment, combined_augment
 from .data import (CorruptDataError, DataNotFoundError, Dataset, Split, denormalize, load_dataset,
                    normalize)
+from .networks import (count_params, flatten_params, functional_forward, get_network,
+                       network_names, unflatten_params)
 from .profiles import PROFILES, Profile, get_profile
 from .results import StaleResultError, Timer, load_result, save_result
 from .scores import ScoreMismatchError, Scores, load_published_scores
@@ -23,5 +29,7 @@ __all__ = [
     "CorruptDataError", "DataNotFoundError", "Dataset", "Split", "denormalize", "load_dataset",
     "normalize", "PROFILES", "Profile", "get_profile", "StaleResultError", "Timer", "load_result",
     "save_result", "ScoreMismatchError", "Scores", "load_published_scores", "ZCA", "cached_zca",
-    "fit_zca",
+    "fit_zca", "augment", "dsa", "sample_dsa", "apply_dsa", "simple_augment", "combined_augment",
+    "count_params", "flatten_params", "functional_forward", "get_network", "network_names",
+    "unflatten_params",
 ]
