@@ -42,9 +42,9 @@
 # %% tags=["parameters"]
 import os
 
-profile: str = os.environ.get("DDBOOK_PROFILE", "ci")  # one of ci | quick | gpu | paper
-score: str = "cscore"  # the published score that orders the images: cscore | forgetting
-n_show: int = 8  # images shown per class at each end of the order (1–16)
+profile: str = os.environ.get("DDBOOK_PROFILE", "ci")  # ci | quick | gpu | paper
+score: str = "cscore"  # published score to order by: cscore | forgetting
+n_show: int = 8  # images shown per class at each end (1–16)
 
 # %%
 import ddbook
@@ -55,7 +55,8 @@ score = params.check("score", score, str, choices=["cscore", "forgetting"])
 n_show = params.check("n_show", n_show, int, low=1, high=16)
 plotting.style()
 print(f"profile {P.name!r}: {P.purpose}")
-print(f"showing the {n_show} easiest and {n_show} hardest training images of each class by {score}")
+print(f"showing the {n_show} easiest and {n_show} hardest training images "
+      f"of each class by {score}")
 
 # %% [markdown]
 # ## Loading the data and the scores
@@ -70,8 +71,10 @@ with results.Timer() as load_time:
     chosen = ddbook.load_published_scores(ds, score)
     cscore = ddbook.load_published_scores(ds, "cscore")
     forgetting = ddbook.load_published_scores(ds, "forgetting")
-print(f"{len(ds.train):,} training images from {ds.source} in {load_time.seconds:.1f} s")
-print(f"{chosen.name}: {chosen.source}; the hard end is the {chosen.hard} end")
+print(f"{len(ds.train):,} training images in {load_time.seconds:.1f} s")
+print(f"from {ds.source}")
+print(f"{chosen.name}: {chosen.source}")
+print(f"the hard end is the {chosen.hard} end")
 
 # %% [markdown]
 # ## The easiest and the hardest images of each class
@@ -82,8 +85,8 @@ for c in range(ds.num_classes):
     order = chosen.hardest_first(ds.train, c)
     easiest, hardest = order[-n_show:].flip(0), order[:n_show]
     rows.append(ds.train.images[easiest.tolist() + hardest.tolist()])
-fig = plotting.image_grid(rows, row_labels=ds.classes,
-                          col_groups=[("easiest", n_show), ("hardest", n_show)])
+groups = [("easiest", n_show), ("hardest", n_show)]
+fig = plotting.image_grid(rows, row_labels=ds.classes, col_groups=groups)
 
 # %% [markdown]
 # ## How the scores are distributed within each class
@@ -93,8 +96,8 @@ fig = plotting.image_grid(rows, row_labels=ds.classes,
 # which is one reason SelMatch picks its window per class rather than globally.
 
 # %% mystnb={"figure": {"caption": "Distribution of the published C-scores within each CIFAR-10 class (median marked). Low is hard.", "name": "fig-cscore-distributions"}}
-fig = plotting.score_distributions(cscore.values, ds.train.labels, ds.classes, "C-score",
-                                   hard_side="low")
+fig = plotting.score_distributions(
+    cscore.values, ds.train.labels, ds.classes, "C-score", hard_side="low")
 
 # %% [markdown]
 # ## Do the two published scores agree?
@@ -113,10 +116,10 @@ for c, name in enumerate(ds.classes):
     rho[name] = spearmanr(cscore.values[idx], forgetting.values[idx]).statistic
 table = pd.DataFrame({"Spearman ρ (C-score vs forgetting)": rho}).round(3)
 table.loc["mean"] = table.mean().round(3)
+config = {"dataset": ds.name, "scores": [cscore.source, forgetting.source]}
 path = results.save_result(
     "difficulty/published_scores_agreement", P.name, {"spearman_per_class": rho},
-    config={"dataset": ds.name, "scores": [cscore.source, forgetting.source]}, seeds=[],
-    wall_time=load_time.seconds)
+    config=config, seeds=[], wall_time=load_time.seconds)
 print(f"saved {path.relative_to(path.parents[2])}")
 table
 

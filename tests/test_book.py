@@ -43,6 +43,12 @@ def test_no_tracebacks_or_error_reports(book):
     assert not reports, f"execution error reports: {reports}"
 
 
+def test_no_warnings_printed_on_pages(book):
+    for name, soup in _pages(book.html).items():
+        stderr = soup.select(".cell_output .output.stderr")
+        assert not stderr, f"{name} prints to stderr: {stderr[0].get_text()[:300]}"
+
+
 def test_notebook_pages_have_figures_that_exist(book):
     notebooks = [f for f in _toc_files() if f.startswith("notebooks/")]
     assert notebooks, "the toc lists no notebook"

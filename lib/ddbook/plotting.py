@@ -44,7 +44,7 @@ def image_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = 
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * scale + 1.2, n_rows * scale + 0.4),
                              squeeze=False, gridspec_kw=dict(wspace=0.04, hspace=0.04),
-                             layout=None)
+                             layout="none")
     boundaries = np.cumsum([n for _, n in col_groups])[:-1] if col_groups else []
     for i, batch in enumerate(rows):
         for j in range(n_cols):
