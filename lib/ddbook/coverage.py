@@ -1,0 +1,78 @@
+"""How much of the test set a synthetic set "covers" in a feature space — our operationalisation.
+
+SelMatch's Fig. 1 plots coverage of easy and hard test examples, but its definition was not
+recovered (papers.md §9). This book uses its own, labelled as ours on every page (SPEC.md):
+
+- embed train, test and synthetic images with the penultimate layer of one network trained on the
+  full training set;
+- a test example is *covered* when some synthetic example **of its class** lies within radius r;
+- r is the median, over test examples, of the distance to the nearest same-class training example;
+- easy / hard test groups are the halves (or top / bottom quartiles) of the test set by that
+  network's margin (true-class logit minus the largest other logit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["nearest_same_class", "coverage_radius", "coverage", "margin", "difficulty_groups",
+           "Coverage"]
+
+
+def nearest_same_class(query: torch.Tensor, query_labels: torch.Tensor, ref: torch.Tensor,
+                       ref_labels: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """Distance from each query point to its nearest reference point of the same class ((Nq,); inf
+    where the class has no reference point)."""
+    out = torch.full((len(query),), float("inf"), dtype=torch.float64)
+    for c in query_labels.unique():
+        q_idx = torch.nonzero(query_labels == c).flatten()
+        r = ref[ref_labels == c].double()
+        if len(r) == 0:
+            continue
+        for start in range(0, len(q_idx), chunk):
+            sel = q_idx[start:start + chunk]
+            out[sel] = torch.cdist(query[sel].double(), r).min(1).values
+    return out
+
+
+def coverage_radius(test_f, test_y, train_f, train_y) -> float:
+    """r = median distance from a test example to its nearest same-class training example."""
+    d = nearest_same_class(test_f, test_y, train_f, train_y)
+    return float(torch.quantile(d, 0.5))      # the mean of the two middle values for even counts
+
+
+@dataclass(frozen=True)
+class Coverage:
+    overall: float                 # fraction of test examples covered
+    groups: dict                   # group name -> fraction covered within the group
+    covered: torch.Tensor          # bool (N_test,)
+    radius: float
+
+
+def coverage(test_f, test_y, syn_f, syn_y, radius: float, groups: dict | None = None) -> Coverage:
+    """Coverage of the test set by a synthetic set; ``groups`` maps names to bool masks over test."""
+    if radius <= 0:
+        raise ValueError(f"coverage radius must be positive, got {radius}")
+    covered = nearest_same_class(test_f, test_y, syn_f, syn_y) <= radius
+    per_group = {name: float(covered[mask].float().mean()) for name, mask in (groups or {}).items()}
+    return Coverage(float(covered.float().mean()), per_group, covered, float(radius))
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """True-class logit minus the largest other logit (large = easy)."""
+    true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, labels.view(-1, 1), float("-inf"))
+    return true - other.max(1).values
+
+
+def difficulty_groups(margins: torch.Tensor, mode: str = "halves") -> dict:
+    """Easy / hard masks by margin: ``halves`` (above / below the median) or ``quartiles``."""
+    if mode == "halves":
+        cut = margins.median()
+        return {"easy": margins > cut, "hard": margins <= cut}
+    if mode == "quartiles":
+        lo, hi = torch.quantile(margins.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
+        return {"easy": margins >= hi, "hard": margins <= lo}
+    raise ValueError(f"unknown grouping {mode!r}; choose 'halves' or 'quartiles'")
