@@ -39,6 +39,39 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def run_scores(profile: str, device=None):
+    """Compute our EL2N and forgetting scores at ``profile``; save them with their Spearman ρ
+    against the published C-scores (per class and mean). Returns the results path."""
+    from .data import load_dataset
+    from .results import Timer, save_result
+    from .scores import load_published_scores
+    from .scoring import compute_scores, score_run_config, spearman_per_class
+    from dataclasses import asdict
+
+    config = score_run_config(profile)
+    ds = load_dataset("cifar10")
+    with Timer() as t:
+        ours = compute_scores(ds, config, device)
+    cscore = load_published_scores(ds, "cscore").values[ours.indices]
+    labels = ds.train.labels[ours.indices]
+    rho = {name: spearman_per_class(values, cscore, labels)
+           for name, values in (("el2n", ours.el2n), ("forgetting", ours.forgetting))}
+    data = {"spearman_vs_cscore": {k: {"per_class": {ds.classes[c]: r for c, r in v.items()},
+                                       "mean": sum(v.values()) / len(v)} for k, v in rho.items()},
+            "train_accuracy_per_run": ours.train_accuracy,
+            "seconds_per_run": ours.seconds_per_run, "n_scored": len(ours.indices)}
+    seeds = [config.seed + r for r in range(config.runs)]
+    return save_result("difficulty/our_scores", profile, data, asdict(config), seeds, t.seconds,
+                       device, arrays={"indices": ours.indices, "el2n": ours.el2n.float(),
+                                       "forgetting": ours.forgetting.float()})
+
+
+def _cmd_scores(args) -> int:
+    path = run_scores(args.profile)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,11 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fetch torchvision's copy into <repo>/data if none is found")
     data.add_argument("--zca", action="store_true", help="also fit and cache ZCA whitening")
     data.set_defaults(run=_cmd_data)
+    scores = sub.add_parser("scores", help="compute our EL2N and forgetting scores (resumable)")
+    scores.add_argument("--profile", default=None, help="ci | quick | gpu | paper (default: "
+                        "$DDBOOK_PROFILE, else ci)")
+    scores.set_defaults(run=_cmd_scores)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "profile", "unset") is None:
+        from .profiles import default_profile_name
+        args.profile = default_profile_name()
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
