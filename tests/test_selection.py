@@ -166,3 +166,16 @@ def test_random_subset_coverage_rises_with_size(cifar10):
         idx = selection.random_indices(train, ipc, seed=0)
         covs.append(cov.coverage(f_test, test.labels, f_train[idx], train.labels[idx], r).overall)
     assert covs[0] < covs[1] < covs[2], f"coverage should rise with subset size: {covs}"
+
+
+def test_window_command_writes_a_result_and_refuses_a_bad_beta(cifar10, tmp_path, monkeypatch, capsys):
+    from ddbook.__main__ import main
+
+    monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path))
+    assert main(["window", "--ratio", "0.05", "--beta", "0.5", "--profile", "ci"]) == 0
+    r = ddbook.load_result("selection/window_cscore_r0.05_b0.5_class-fraction", "ci", root=tmp_path)
+    assert (r.data["start"], r.data["end"]) == (2500, 2750) and len(r.arrays["indices"]) == 2500
+    means = [v["window_mean"] for v in r.data["per_class"].values()]
+    assert abs(sum(means) / len(means) - 0.84) < 0.01, "papers.md §9: mean C-score 0.84 at 5 %, β 0.5"
+    assert main(["window", "--ratio", "0.3", "--beta", "0.8", "--profile", "ci"]) == 2
+    assert "largest valid beta is 0.7" in capsys.readouterr().err

@@ -72,6 +72,38 @@ def _cmd_scores(args) -> int:
     return 0
 
 
+def run_window(profile: str, ratio: float, beta: float, score: str = "cscore",
+               reading: str = "class-fraction"):
+    """Write the sliding-window subset of CIFAR-10 for (ratio, β): its indices and per-class
+    statistics (window bounds, mean score inside the window vs the class mean)."""
+    from .data import load_dataset
+    from .results import Timer, save_result
+    from .scores import load_published_scores
+    from .selection import window_indices, window_start
+
+    ds = load_dataset("cifar10")
+    with Timer() as t:
+        scores = load_published_scores(ds, score)
+        n_class = len(ds.train.class_indices(0))
+        ipc = round(ratio * n_class)
+        start = window_start(beta, n_class, ipc, reading)
+        idx = window_indices(scores, ds.train, ipc, beta, reading)
+    values, labels = scores.values, ds.train.labels
+    per_class = {ds.classes[c]: {"window_mean": float(values[idx[labels[idx] == c]].mean()),
+                                 "class_mean": float(values[labels == c].mean())}
+                 for c in range(ds.num_classes)}
+    config = {"dataset": ds.name, "ratio": ratio, "beta": beta, "score": score, "reading": reading}
+    name = f"selection/window_{score}_r{ratio:g}_b{beta:g}_{reading}"
+    return save_result(name, profile, {"ipc": ipc, "start": start, "end": start + ipc,
+                                       "per_class": per_class}, config, [], t.seconds,
+                       arrays={"indices": idx})
+
+
+def _cmd_window(args) -> int:
+    print(f"wrote {run_window(args.profile, args.ratio, args.beta, args.score, args.reading)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument("--profile", default=None, help="ci | quick | gpu | paper (default: "
                         "$DDBOOK_PROFILE, else ci)")
     scores.set_defaults(run=_cmd_scores)
+    win = sub.add_parser("window", help="the sliding-window subset for a subset ratio and beta")
+    win.add_argument("--ratio", type=float, required=True, help="subset ratio, e.g. 0.05")
+    win.add_argument("--beta", type=float, required=True, help="window start (see --reading)")
+    win.add_argument("--score", default="cscore", choices=["cscore", "forgetting"])
+    win.add_argument("--reading", default="class-fraction", choices=["class-fraction", "ipc-offset"],
+                     help="start = floor(beta * class size) (paper) or int(IPC * beta) (code)")
+    win.add_argument("--profile", default=None, help="results folder (default: $DDBOOK_PROFILE or ci)")
+    win.set_defaults(run=_cmd_window)
     return parser
 
 
