@@ -104,6 +104,18 @@ def _cmd_window(args) -> int:
     return 0
 
 
+def _cmd_sweep_window(args) -> int:
+    from .data import load_dataset
+    from .window_sweep import load_sweep, run_sweep, summarise, verdict
+
+    n = run_sweep(load_dataset("cifar10"), args.profile)
+    table, missing = load_sweep(args.profile)
+    print(f"trained {n} networks; {len(table)} points present, {len(missing)} missing")
+    for line in verdict(summarise(table)):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start = floor(beta * class size) (paper) or int(IPC * beta) (code)")
     win.add_argument("--profile", default=None, help="results folder (default: $DDBOOK_PROFILE or ci)")
     win.set_defaults(run=_cmd_window)
+    sweep = sub.add_parser("sweep-window", help="SelMatch Fig. 3: the sliding-window sweep "
+                           "(one results file per point; resumable)")
+    sweep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
+    sweep.set_defaults(run=_cmd_sweep_window)
     return parser
 
 

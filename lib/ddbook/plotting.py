@@ -93,3 +93,80 @@ def score_distributions(values: torch.Tensor, labels: torch.Tensor, classes: Seq
                     xycoords="axes fraction", ha="left" if hard_side == "low" else "right",
                     fontsize=8, color="0.3")
     return fig
+
+
+def correlation_bars(series: dict, classes: Sequence[str], reference: dict | None = None,
+                     ylabel: str = "Spearman ρ with C-score"):
+    """Grouped bars of per-class correlations: ``series`` maps a label to ``{class: rho}``.
+
+    ``reference`` (optional) maps a label to one number drawn as a dashed line (e.g. the value
+    ``../shared/data/README.md`` reports). Used in: difficulty scores.
+    """
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7.2, 3.2))
+    width = 0.8 / max(1, len(series))
+    palette = sns.color_palette("deep", len(series))
+    x = np.arange(len(classes))
+    for k, (label, rho) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, [rho[c] for c in classes], width,
+               label=label, color=palette[k])
+    for label, value in (reference or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="0.3", label=label)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, ncols=2, loc="lower right")
+    return fig
+
+
+def window_curves(table, paper_peaks: Sequence[dict] = (), paper_random: Sequence[dict] = (),
+                  label: str = "ours"):
+    """SelMatch Fig. 3: accuracy vs window start β, one colour per subset ratio.
+
+    ``table`` has columns ratio, beta (NaN for random subsets), run, accuracy (fraction). Left:
+    ours, mean ± std over runs as a band, random subsets as dashed lines, the best β circled.
+    Right: the paper's expected peaks (stars at their β) and random baselines (dashed), in percent,
+    labelled as the paper's. Used in: the sliding-window notebook.
+    """
+    import seaborn as sns
+
+    ratios = sorted(table["ratio"].unique())
+    colours = dict(zip(ratios, sns.color_palette("viridis", len(ratios))))
+    fig, (ax, axp) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(1.6, 1))
+    win, rnd = table[table["beta"].notna()], table[table["beta"].isna()]
+    for ratio in ratios:
+        c = colours[ratio]
+        g = win[win["ratio"] == ratio].groupby("beta")["accuracy"].agg(["mean", "std"]).fillna(0)
+        g = g * 100
+        ax.plot(g.index, g["mean"], "-o", ms=3, color=c, label=f"{ratio:.0%} window")
+        ax.fill_between(g.index, g["mean"] - g["std"], g["mean"] + g["std"], color=c, alpha=0.2)
+        if len(g):
+            best = g["mean"].idxmax()
+            ax.plot([best], [g["mean"][best]], "o", ms=10, mfc="none", mec=c, mew=1.8)
+        r = rnd[rnd["ratio"] == ratio]["accuracy"]
+        if len(r):
+            ax.axhline(r.mean() * 100, ls="--", lw=1.2, color=c)
+    ax.set_xlabel("window start β (fraction of the class, hardest → easiest)")
+    ax.set_ylabel(f"test accuracy (%), {label}")
+    ax.plot([], [], "k--", lw=1.2, label="random subset")
+    ax.plot([], [], "o", ms=9, mfc="none", mec="k", label="best β")
+    ax.legend(fontsize=7.5, ncols=2)
+    for row in paper_peaks:
+        ratio = float(row["subset_ratio"].rstrip("%")) / 100
+        beta = float(row["method"].split("=")[-1])
+        axp.scatter([beta], [row["mean"]], color=colours.get(ratio, "k"), **{
+            k: v for k, v in PAPER_MARKER.items() if k not in ("color", "label")})
+        axp.annotate(f"{ratio:.0%}", (beta, row["mean"]), textcoords="offset points",
+                     xytext=(6, -3), fontsize=8)
+    for row in paper_random:
+        ratio = float(row["subset_ratio"].rstrip("%")) / 100
+        axp.axhline(row["mean"], ls="--", lw=1.2, color=colours.get(ratio, "k"))
+    axp.set_xlim(-0.05, 0.95)
+    axp.set_xlabel("β of the paper's best window")
+    axp.set_ylabel("test accuracy (%), paper (ResNet-18)")
+    axp.scatter([], [], color="k", **{k: v for k, v in PAPER_MARKER.items()
+                                       if k not in ("color", "label")}, label="paper: best window")
+    axp.plot([], [], "k--", lw=1.2, label="paper: random")
+    axp.legend(fontsize=7.5)
+    return fig
