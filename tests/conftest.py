@@ -44,3 +44,24 @@ def book(tmp_path_factory) -> Build:
                           cwd=REPO, timeout=1500)
     return Build(proc.returncode, proc.stdout + proc.stderr, out / "_build" / "html",
                  time.perf_counter() - t0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny batches: one thread avoids OpenMP waits on the shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_sets(n_train: int, n_test: int, size: int = 16, classes: int = 4, seed: int = 0):
+    """Random images with balanced labels: (x, y, x_test, y_test)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n_train, 3, size, size, generator=g), torch.arange(n_train) % classes
+    xt, yt = torch.randn(n_test, 3, size, size, generator=g), torch.arange(n_test) % classes
+    return x, y, xt, yt

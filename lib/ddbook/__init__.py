@@ -11,11 +11,21 @@ Notebooks import from here and never redefine library functions. Modules, one jo
 - :mod:`ddbook.networks` (+ :mod:`ddbook.resnet`) — ConvNet family, ResNet-18, AlexNet, VGG-11;
   the functional student over a flat parameter vector
 - :mod:`ddbook.augment` — DSA (single and siamese modes), crop+flip, SelMatch's combined augmentation
+- :mod:`ddbook.train` — the shared training loop, prediction, soft labels, GSAM steps
+- :mod:`ddbook.experts` — expert trajectories: trained resumably, stored compactly, loaded lazily
+- :mod:`ddbook.evaluate` — the MTT/DATM and SelMatch evaluation protocols
+- :mod:`ddbook.selection`, :mod:`ddbook.difficulty`, :mod:`ddbook.scoring` — the sliding window and
+  baselines; forgetting and EL2N scores and the training runs that make them
+- :mod:`ddbook.coverage`, :mod:`ddbook.feature_net`, :mod:`ddbook.analysis` — coverage of the test
+  set (our operationalisation), the feature network, t-SNE and per-example gradient norms
+- :mod:`ddbook.window_sweep` — SelMatch Fig. 3; :mod:`ddbook.reference` — the papers' numbers
 - :mod:`ddbook.plotting` — the book's figures (imported on demand: it pulls in matplotlib)
 """
-from .augment import augment, dsa, sample_dsa, apply_dsa, simple_augment, combined_augment
+from .augment import apply_dsa, combined_augment, dsa, sample_dsa, simple_augment
 from .data import (CorruptDataError, DataNotFoundError, Dataset, Split, denormalize, load_dataset,
                    normalize)
+from .evaluate import EvalResult, MTTEvalConfig, SelMatchEvalConfig, evaluate_mtt, evaluate_selmatch
+from .experts import ExpertBuffer, ExpertConfig, train_experts
 from .networks import (count_params, flatten_params, functional_forward, get_network,
                        network_names, unflatten_params)
 from .profiles import PROFILES, Profile, get_profile
@@ -29,7 +39,8 @@ __all__ = [
     "CorruptDataError", "DataNotFoundError", "Dataset", "Split", "denormalize", "load_dataset",
     "normalize", "PROFILES", "Profile", "get_profile", "StaleResultError", "Timer", "load_result",
     "save_result", "ScoreMismatchError", "Scores", "load_published_scores", "ZCA", "cached_zca",
-    "fit_zca", "augment", "dsa", "sample_dsa", "apply_dsa", "simple_augment", "combined_augment",
+    "fit_zca", "dsa", "sample_dsa", "apply_dsa", "simple_augment", "combined_augment",
     "count_params", "flatten_params", "functional_forward", "get_network", "network_names",
-    "unflatten_params",
+    "unflatten_params", "EvalResult", "MTTEvalConfig", "SelMatchEvalConfig", "evaluate_mtt",
+    "evaluate_selmatch", "ExpertBuffer", "ExpertConfig", "train_experts",
 ]

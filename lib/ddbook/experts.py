@@ -1,0 +1,299 @@
+"""Expert trajectories: networks trained on the real data, with their parameters after every epoch.
+
+Source: MTT ``buffer.py`` (papers.md §2.1: SGD lr 0.01, momentum 0, weight decay 0, batch 256,
+DSA, 50 epochs, the init plus one snapshot per epoch) and FTD/DATM ``buffer_FTD.py`` (§3.1: the
+same under GSAM with rho 0.01, alpha 0.3, adaptive). The reference stores lists of tensors in
+``.pt`` files of 10 experts (§1.6); we store one memory-mappable array per expert instead:
+
+    <folder>/config.json          format, ExpertConfig, data fingerprint, P, parameter shapes
+    <folder>/expert_007.npy       float32 (E + 1, P): row e = flat parameters after epoch e
+                                  (row 0 = the init), in ``model.parameters()`` order
+    <folder>/expert_007.json      per-epoch test accuracy (E + 1 entries) and train loss (E)
+    <folder>/expert_007.partial.npy, expert_007.ckpt.pt   only while expert 7 is being trained
+
+The folder defaults to ``<cache>/experts/<network>-<hash of config and data>``. Training resumes
+from the checkpoint written after every epoch (model, optimizer and generator state), so a killed
+run loses at most the epoch in progress and ends bit-identical to an uninterrupted one (on the
+CPU; on CUDA only as far as its kernels are deterministic).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import paths
+from .networks import count_params, flatten_params, get_network
+from .train import (GSAMStep, accuracy, check_labels, default_device, progress, sgd_step,
+                    train_epoch)
+
+__all__ = ["ExpertConfig", "ExpertBuffer", "train_experts", "expert_folder",
+           "data_fingerprint"]
+
+FORMAT = 1
+DATA_SEED_OFFSET = 2**32  # expert i shuffles/augments from seed + i + this, inits from seed + i
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """How experts are trained; paper defaults are MTT's (papers.md §2.1)."""
+    network: str = "ConvNet"    # get_network name (ConvNet; ConvNetD4 for Tiny; ConvNetBN: SelMatch)
+    width: int | None = None    # ConvNet width override (None: the name's default, 128)
+    depth: int | None = None    # ConvNet depth override (None: the name's default, 3)
+    epochs: int = 50            # E, epochs per expert; E + 1 snapshots (MTT 50, DATM/SelMatch 100)
+    lr: float = 0.01            # constant SGD learning rate (MTT --lr_teacher)
+    momentum: float = 0.0       # SGD momentum (MTT --mom 0)
+    weight_decay: float = 0.0   # SGD weight decay (MTT --l2 0)
+    batch_size: int = 256       # images per step, last batch smaller (MTT --batch_train)
+    augment: str = "dsa"        # 'dsa' (MTT, DATM) or 'none' (SelMatch's buffers)
+    gsam: bool = False          # wrap SGD in GSAM, as FTD/DATM experts (papers.md §3.1)
+    gsam_rho: float = 0.01      # GSAM perturbation radius (constant: rho_max = rho_min)
+    gsam_alpha: float = 0.3     # GSAM weight of the surrogate-gap (orthogonal) gradient term
+    gsam_adaptive: bool = True  # ASAM-style perturbation scaled by |w|
+    seed: int = 0               # expert i: init seed seed + i; data generator seed + i + 2**32
+
+    def __post_init__(self):
+        if self.augment not in ("dsa", "none"):
+            raise ValueError(f"expert augment must be 'dsa' or 'none', got {self.augment!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {self.epochs}, "
+                             f"{self.batch_size}, {self.lr}")
+
+
+def data_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A short hash of the training data (shape, ~1M strided pixel values, all labels)."""
+    flat = images.detach().reshape(-1)
+    sample = flat[::max(1, flat.numel() // 2**20)].float().cpu().numpy()
+    h = hashlib.sha256(f"{tuple(images.shape)}{images.dtype}".encode())
+    h.update(sample.tobytes())
+    h.update(labels.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def expert_folder(config: ExpertConfig, fingerprint: str) -> Path:
+    """Default folder: ``<cache>/experts/<network>-<12-hex hash of config and data>``."""
+    text = json.dumps({"config": asdict(config), "data": fingerprint, "format": FORMAT},
+                      sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return paths.cache_dir() / "experts" / f"{config.network}-{key}"
+
+
+def _atomic(path: Path, write: Callable) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    _atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode() + b"\n"))
+
+
+class ExpertBuffer:
+    """Lazy view of an expert folder: trajectories are memory-mapped, never loaded whole.
+
+    Used in: matching (start and target parameters), DATM soft-label init, expert notebooks.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        meta = self.folder / "config.json"
+        if not meta.exists():
+            raise FileNotFoundError(
+                f"no expert buffer at {self.folder} ({meta.name} is missing). Make one with "
+                f"ddbook.experts.train_experts(ExpertConfig(...), images, labels, n_experts, "
+                f"folder='{self.folder}')")
+        self.meta = json.loads(meta.read_text())
+        self.config = ExpertConfig(**self.meta["config"])
+        self.num_params: int = self.meta["num_params"]   # P
+        self.epochs: int = self.config.epochs            # E (E + 1 snapshots)
+
+    def path(self, i: int) -> Path:
+        return self.folder / f"expert_{i:03d}.npy"
+
+    def experts(self) -> list[int]:
+        """Indices of the finished experts, ascending."""
+        return sorted(int(p.name[7:10]) for p in self.folder.glob("expert_[0-9][0-9][0-9].npy"))
+
+    def __len__(self) -> int:
+        return len(self.experts())
+
+    def trajectory(self, i: int) -> np.memmap:
+        """Read-only memory map float32 ``(E + 1, P)`` of expert ``i``'s flat parameters."""
+        path = self.path(i)
+        if not path.exists():
+            state = " (partly trained: call train_experts again to resume it)" if \
+                self.folder.joinpath(f"expert_{i:03d}.ckpt.pt").exists() else ""
+            raise FileNotFoundError(
+                f"expert {i} not found: {path} is missing{state}; this buffer has experts "
+                f"{self.experts()}. Train it with ddbook.experts.train_experts(buffer.config, "
+                f"images, labels, n_experts={i + 1}, folder='{self.folder}')")
+        traj = np.load(path, mmap_mode="r")
+        if traj.shape != (self.epochs + 1, self.num_params):
+            raise ValueError(f"{path} has shape {traj.shape}, expected "
+                             f"({self.epochs + 1}, {self.num_params}); delete it and retrain")
+        return traj
+
+    def snapshot(self, i: int, epoch: int, device: str | torch.device = "cpu") -> torch.Tensor:
+        """A copy ``(P,)`` float32 of expert ``i``'s parameters after ``epoch`` (0 init, -1 last)."""
+        if not -(self.epochs + 1) <= epoch <= self.epochs:
+            raise ValueError(f"epoch must lie in [0, {self.epochs}] (or negative from the end), "
+                             f"got {epoch}")
+        return torch.from_numpy(np.array(self.trajectory(i)[epoch])).to(device)
+
+    def info(self, i: int) -> dict:
+        """Expert ``i``'s record: seeds, test accuracy per snapshot, loss per epoch, wall time."""
+        self.trajectory(i)  # the clear error when it is missing
+        return json.loads(self.path(i).with_suffix(".json").read_text())
+
+    def test_accuracy(self, i: int) -> list[float | None]:
+        """Test accuracy in [0, 1] at each of expert ``i``'s E + 1 snapshots (None: no test set)."""
+        return self.info(i)["test_accuracy"]
+
+
+def _prepare_folder(folder: Path, config: ExpertConfig, model: nn.Module, fingerprint: str,
+                    images: torch.Tensor, num_classes: int) -> None:
+    meta = {"format": FORMAT, "config": asdict(config),
+            "data": {"fingerprint": fingerprint, "num_train": int(images.shape[0]),
+                     "num_classes": num_classes, "image_shape": list(images.shape[1:])},
+            "num_params": count_params(model),
+            "param_shapes": [[n, list(p.shape)] for n, p in model.named_parameters()],
+            "layout": "expert_NNN.npy: float32 (epochs + 1, num_params), row e after epoch e"}
+    path = folder / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old["config"] != meta["config"] or old["data"] != meta["data"]:
+            raise ValueError(f"{folder} holds experts of another config or data set "
+                             f"({old['config']}, {old['data']}); use another folder")
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(path, meta)
+
+
+def _start_or_resume(folder: Path, i: int, model, optimizer, generator, config, test) -> tuple:
+    """Return (partial trajectory memmap, state dict), from the checkpoint when there is one."""
+    ckpt, partial = folder / f"expert_{i:03d}.ckpt.pt", folder / f"expert_{i:03d}.partial.npy"
+    if ckpt.exists() and partial.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        return np.lib.format.open_memmap(partial, mode="r+"), saved["state"]
+    traj = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
+                                     shape=(config.epochs + 1, count_params(model)))
+    traj[0] = flatten_params(model).cpu().numpy()
+    state = {"epoch": 0, "test_accuracy": [_test(model, test)], "train_loss": [], "wall_time_s": 0.0}
+    _checkpoint(folder, i, traj, model, optimizer, generator, state)
+    return traj, state
+
+
+def _checkpoint(folder: Path, i: int, traj, model, optimizer, generator, state: dict) -> None:
+    traj.flush()  # rows up to state["epoch"] are on disk before the checkpoint says so
+    blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "state": state}
+    _atomic(folder / f"expert_{i:03d}.ckpt.pt", lambda f: torch.save(blob, f))
+
+
+def _test(model: nn.Module, test) -> float | None:
+    return None if test is None else accuracy(model, *test)
+
+
+def _finish(folder: Path, i: int, traj, config: ExpertConfig, state: dict) -> None:
+    """Write the record, then publish the trajectory, then drop the checkpoint (crash-safe order)."""
+    traj.flush()
+    del traj
+    _write_json(folder / f"expert_{i:03d}.json",
+                {"expert": i, "init_seed": config.seed + i,
+                 "data_seed": config.seed + i + DATA_SEED_OFFSET, **state,
+                 "torch": torch.__version__})
+    os.replace(folder / f"expert_{i:03d}.partial.npy", folder / f"expert_{i:03d}.npy")
+    (folder / f"expert_{i:03d}.ckpt.pt").unlink(missing_ok=True)
+
+
+def _train_one(folder: Path, i: int, config: ExpertConfig, data: tuple, test, device,
+               stop_after_epochs: int | None, callback) -> bool:
+    """Train (or resume) expert ``i``; return True when it is finished."""
+    images, labels, num_classes = data
+    model = get_network(config.network, num_classes, tuple(images.shape[-2:]), images.shape[1],
+                        config.width, config.depth, seed=config.seed + i, device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed + i + DATA_SEED_OFFSET)
+    step = GSAMStep(config.gsam_rho, config.gsam_alpha, config.gsam_adaptive) if config.gsam \
+        else sgd_step
+    traj, state = _start_or_resume(folder, i, model, optimizer, generator, config, test)
+    for epoch in progress(range(state["epoch"] + 1, config.epochs + 1), f"expert {i}",
+                          total=config.epochs - state["epoch"]):
+        t0 = time.perf_counter()
+        loss = train_epoch(model, images, labels, optimizer, config.batch_size, generator,
+                           config.augment, step=step)
+        traj[epoch] = flatten_params(model).cpu().numpy()  # a copy: torch.cat, then the memmap
+        state["test_accuracy"].append(_test(model, test))
+        state["train_loss"].append(float(loss))
+        state["epoch"], state["wall_time_s"] = epoch, state["wall_time_s"] + time.perf_counter() - t0
+        _checkpoint(folder, i, traj, model, optimizer, generator, state)
+        if callback is not None:
+            callback(i, epoch, state["test_accuracy"][-1])
+        if stop_after_epochs is not None and epoch >= stop_after_epochs and epoch < config.epochs:
+            return False
+    _finish(folder, i, traj, config, state)
+    return True
+
+
+def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tensor,
+                  n_experts: int, test_images: torch.Tensor | None = None,
+                  test_labels: torch.Tensor | None = None, *,
+                  folder: str | os.PathLike | None = None, num_classes: int | None = None,
+                  device: str | torch.device | None = None, stop_after_epochs: int | None = None,
+                  callback: Callable[[int, int, float | None], None] | None = None) -> ExpertBuffer:
+    """Train experts 0 .. n_experts - 1 (skip finished ones, resume a partial one); return the buffer.
+
+    Source: MTT ``buffer.py`` / FTD ``buffer_FTD.py`` (papers.md §2.1, §3.1). ``images`` are float,
+    normalised (and ZCA-whitened if the distillation uses ZCA), ``labels`` int64 in
+    [0, num_classes) (default: max + 1). With a test set, each snapshot's test accuracy is
+    recorded. ``stop_after_epochs=k`` stops (as if killed) once the expert in progress has k epochs
+    checkpointed; ``callback(i, epoch, test_acc)`` runs after each epoch's checkpoint (an exception
+    there is a kill too). Device: CUDA when available. Experts are trained one after another.
+    Used in: the expert notebooks and every distillation notebook (through the cached buffer).
+    """
+    device = torch.device(device) if device is not None else default_device()
+    check_labels(images, labels, what="expert training set")
+    if labels.is_floating_point():
+        raise ValueError("experts train on hard int64 labels, got soft labels")
+    num_classes = num_classes or int(labels.max()) + 1
+    check_labels(images, labels, num_classes, what="expert training set")
+    if n_experts < 0:
+        raise ValueError(f"n_experts must be >= 0, got {n_experts}")
+    images, labels = images.to(device), labels.to(device)
+    test = None
+    if test_images is not None:
+        check_labels(test_images, test_labels, num_classes, what="expert test set")
+        test = (test_images.to(device), test_labels.to(device))
+    fingerprint = data_fingerprint(images, labels)
+    folder = Path(folder) if folder is not None else expert_folder(config, fingerprint)
+    probe = get_network(config.network, num_classes, tuple(images.shape[-2:]), images.shape[1],
+                        config.width, config.depth, seed=0, device="cpu")
+    _prepare_folder(folder, config, probe, fingerprint, images, num_classes)
+    buffer = ExpertBuffer(folder)
+    done = set(buffer.experts())
+    for i in range(n_experts):
+        if i in done:
+            (folder / f"expert_{i:03d}.ckpt.pt").unlink(missing_ok=True)  # left by a late crash
+            continue
+        if not _train_one(folder, i, config, (images, labels, num_classes), test, device,
+                          stop_after_epochs, callback):
+            break
+    return buffer
