@@ -62,7 +62,13 @@ def config_hash(config: dict) -> str:
 
 
 def git_state() -> dict:
-    """``{"sha": ..., "dirty": bool}`` of the repository, or ``"unknown"`` outside a git checkout."""
+    """``{"sha": ..., "dirty_lib": bool}`` of the code this process runs, or ``"unknown"`` outside a
+    git checkout. Read once, when ``ddbook.results`` is first imported, so that a long run records
+    the commit it started from even if the checkout moves on while it runs."""
+    return dict(_GIT_STATE)
+
+
+def _read_git_state() -> dict:
     root = paths.repo_root()
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
@@ -72,6 +78,9 @@ def git_state() -> dict:
         return {"sha": sha, "dirty_lib": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"sha": "unknown", "dirty_lib": None}
+
+
+_GIT_STATE = _read_git_state()
 
 
 def describe_device(device: str | torch.device | None = None) -> str:
