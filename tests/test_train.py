@@ -137,7 +137,8 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_progress_is_silent_with_tqdm_disable(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    assert progress(range(3), "x").disable, "TQDM_DISABLE=1 must silence the bar"
+    items = range(3)
+    assert progress(items, "x") is items, "TQDM_DISABLE=1: no bar at all, the iterable itself"
     monkeypatch.setenv("TQDM_DISABLE", "0")
     bar = progress(range(3), "x", file=io.StringIO())
     assert not bar.disable, "TQDM_DISABLE=0 must leave the bar on"

@@ -32,15 +32,17 @@ def default_device() -> torch.device:
 
 
 def progress(iterable: Iterable, desc: str, total: int | None = None, **kwargs):
-    """``tqdm.auto`` over ``iterable``; silent when ``TQDM_DISABLE`` is set to anything but 0.
+    """A text progress bar over ``iterable``; none when ``TQDM_DISABLE`` is set to anything but 0.
 
-    tqdm >= 4.66 reads ``TQDM_DISABLE`` itself; older versions (on the GPU machines) do not, so
-    the variable is checked here too. Used in: experts, evaluate.
+    Plain ``tqdm`` (not ``tqdm.auto``): the book keeps ipywidgets out of its environment, and
+    ``tqdm.auto`` warns about that in every notebook. tqdm >= 4.66 reads ``TQDM_DISABLE`` itself;
+    older versions (on the GPU machines) do not, so it is checked here. Used in: experts, evaluate.
     """
-    from tqdm.auto import tqdm
+    if os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false"):
+        return iterable
+    from tqdm import tqdm
 
-    disable = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
-    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, **kwargs)
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=False, **kwargs)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
