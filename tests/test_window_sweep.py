@@ -51,3 +51,12 @@ def test_verdict_reads_the_claims():
     lines = ws.verdict(s)
     assert "interior optimum at 2/2" in lines[-1] and "beats random at 2/2" in lines[-1]
     assert "consistent" in lines[-1]
+
+
+def test_shards_split_the_points(cifar10, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path))
+    assert ws.run_sweep(cifar10, "ci", device="cpu", config=TINY, shard=(1, 2)) == 1
+    assert ws.run_sweep(cifar10, "ci", device="cpu", config=TINY, shard=(0, 2)) == 2
+    assert not ws.load_sweep("ci", TINY)[1], "two shards together cover every point"
+    with pytest.raises(ValueError, match="shard"):
+        ws.run_sweep(cifar10, "ci", config=TINY, shard=(2, 2))

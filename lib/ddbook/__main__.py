@@ -108,7 +108,8 @@ def _cmd_sweep_window(args) -> int:
     from .data import load_dataset
     from .window_sweep import load_sweep, run_sweep, summarise, verdict
 
-    n = run_sweep(load_dataset("cifar10"), args.profile)
+    k, _, n = args.shard.partition("/")
+    n = run_sweep(load_dataset("cifar10"), args.profile, shard=(int(k), int(n or 1)))
     table, missing = load_sweep(args.profile)
     print(f"trained {n} networks; {len(table)} points present, {len(missing)} missing")
     for line in verdict(summarise(table)):
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep-window", help="SelMatch Fig. 3: the sliding-window sweep "
                            "(one results file per point; resumable)")
     sweep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
+    sweep.add_argument("--shard", default="0/1", help="k/n: run every n-th point from the k-th, "
+                       "so n processes can share the sweep (e.g. 0/2 and 1/2 on two cores)")
     sweep.set_defaults(run=_cmd_sweep_window)
     return parser
 

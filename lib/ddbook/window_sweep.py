@@ -131,11 +131,20 @@ def _is_current(profile: str, config: SweepConfig, ratio, beta, run) -> bool:
         return False          # made from another config: recompute it
 
 
-def run_sweep(dataset: Dataset, profile: str, device=None, config: SweepConfig | None = None):
-    """Run every missing point of the profile's sweep (existing, current results are kept)."""
+def run_sweep(dataset: Dataset, profile: str, device=None, config: SweepConfig | None = None,
+              shard: tuple[int, int] = (0, 1)):
+    """Run every missing point of the profile's sweep (existing, current results are kept).
+
+    ``shard=(k, n)`` runs only the points whose position in :func:`sweep_points` is k mod n, so n
+    processes (e.g. one per CPU core) can share a sweep without running a point twice.
+    """
     config = config or sweep_config(profile)
+    k, n = shard
+    if not 0 <= k < n:
+        raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     data = _data(dataset, config)
-    todo = [p for p in sweep_points(config) if not _is_current(profile, config, *p)]
+    todo = [p for i, p in enumerate(sweep_points(config))
+            if i % n == k and not _is_current(profile, config, *p)]
     for ratio, beta, run in progress(todo, desc="sliding window"):
         run_point(dataset, config, profile, ratio, beta, run, data, device)
     return len(todo)
