@@ -117,6 +117,55 @@ def _cmd_sweep_window(args) -> int:
     return 0
 
 
+def run_coverage_check(profile: str, ipcs=(10, 50, 250, 1000), seeds=(0, 1, 2), device=None):
+    """Coverage of the test set by random subsets of growing size, in the feature network's space
+    (our operationalisation, :mod:`ddbook.coverage`): a sanity check that coverage rises with size."""
+    from .analysis import features
+    from .coverage import coverage, coverage_radius, difficulty_groups, margin
+    from .data import load_dataset, normalize
+    from .feature_net import feature_net_config, feature_network
+    from .results import Timer, save_result
+    from .selection import random_indices
+    from .train import predict
+    from dataclasses import asdict
+
+    ds = load_dataset("cifar10")
+    config = feature_net_config(profile)
+    with Timer() as t:
+        model, test_acc = feature_network(ds, config, device)
+        dev = next(model.parameters()).device
+        x_train = normalize(ds.train.images, ds.mean, ds.std).to(dev)
+        x_test = normalize(ds.test.images, ds.mean, ds.std).to(dev)
+        f_train, f_test = features(model, x_train).cpu(), features(model, x_test).cpu()
+        groups = difficulty_groups(margin(predict(model, x_test).cpu(), ds.test.labels))
+        radius = coverage_radius(f_test, ds.test.labels, f_train, ds.train.labels)
+        rows = []
+        for ipc in ipcs:
+            for seed in seeds:
+                idx = random_indices(ds.train, ipc, seed)
+                c = coverage(f_test, ds.test.labels, f_train[idx], ds.train.labels[idx], radius, groups)
+                rows.append({"ipc": ipc, "seed": seed, "overall": c.overall, **c.groups})
+    data = {"radius": radius, "feature_net_test_accuracy": test_acc, "rows": rows,
+            "definition": "ours: same-class synthetic point within the median test-to-nearest-"
+                          "same-class-train distance, penultimate features; easy/hard = halves "
+                          "by the feature network's margin"}
+    return save_result("coverage/random_subsets", profile, data,
+                       {"feature_net": asdict(config), "ipcs": list(ipcs)}, list(seeds),
+                       t.seconds, device)
+
+
+def _cmd_coverage_check(args) -> int:
+    from .results import load_result
+
+    path = run_coverage_check(args.profile)
+    rows = load_result("coverage/random_subsets", args.profile).data["rows"]
+    for r in rows:
+        print(f"IPC {r['ipc']:5d} seed {r['seed']}: overall {r['overall']:.3f}, easy {r['easy']:.3f}, "
+              f"hard {r['hard']:.3f}")
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--shard", default="0/1", help="k/n: run every n-th point from the k-th, "
                        "so n processes can share the sweep (e.g. 0/2 and 1/2 on two cores)")
     sweep.set_defaults(run=_cmd_sweep_window)
+    cov = sub.add_parser("coverage-check", help="coverage of the test set by random subsets of "
+                         "growing size (our coverage definition; a sanity check)")
+    cov.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
+    cov.set_defaults(run=_cmd_coverage_check)
     return parser
 
 
