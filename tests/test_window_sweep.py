@@ -60,3 +60,21 @@ def test_shards_split_the_points(cifar10, tmp_path, monkeypatch):
     assert not ws.load_sweep("ci", TINY)[1], "two shards together cover every point"
     with pytest.raises(ValueError, match="shard"):
         ws.run_sweep(cifar10, "ci", config=TINY, shard=(2, 2))
+
+
+def test_two_processes_from_opposite_ends(cifar10, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path))
+    calls = []
+    real = ws.run_point
+
+    def record(*a, **k):
+        calls.append(a[3:6])
+        if len(calls) == 1:   # while the forward process trains its first point, the other one
+            # runs from the end; it reaches that first point too (the one duplicate where they meet)
+            assert ws.run_sweep(cifar10, "ci", device="cpu", config=TINY, reverse=True) == 3
+        return real(*a, **k)
+
+    monkeypatch.setattr(ws, "run_point", record)
+    assert ws.run_sweep(cifar10, "ci", device="cpu", config=TINY) == 1, \
+        "the forward process skips what the reverse one finished meanwhile"
+    assert calls == [(0.1, 0.0, 0), (0.1, None, 0), (0.1, 0.5, 0), (0.1, 0.0, 0)], calls

@@ -109,7 +109,8 @@ def _cmd_sweep_window(args) -> int:
     from .window_sweep import load_sweep, run_sweep, summarise, verdict
 
     k, _, n = args.shard.partition("/")
-    n = run_sweep(load_dataset("cifar10"), args.profile, shard=(int(k), int(n or 1)))
+    n = run_sweep(load_dataset("cifar10"), args.profile, shard=(int(k), int(n or 1)),
+                  reverse=args.reverse)
     table, missing = load_sweep(args.profile)
     print(f"trained {n} networks; {len(table)} points present, {len(missing)} missing")
     for line in verdict(summarise(table)):
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
     sweep.add_argument("--shard", default="0/1", help="k/n: run every n-th point from the k-th, "
                        "so n processes can share the sweep (e.g. 0/2 and 1/2 on two cores)")
+    sweep.add_argument("--reverse", action="store_true", help="run the points from the last: a "
+                       "second process started with --reverse shares the sweep from the other end")
     sweep.set_defaults(run=_cmd_sweep_window)
     cov = sub.add_parser("coverage-check", help="coverage of the test set by random subsets of "
                          "growing size (our coverage definition; a sanity check)")

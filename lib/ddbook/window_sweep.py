@@ -132,11 +132,14 @@ def _is_current(profile: str, config: SweepConfig, ratio, beta, run) -> bool:
 
 
 def run_sweep(dataset: Dataset, profile: str, device=None, config: SweepConfig | None = None,
-              shard: tuple[int, int] = (0, 1)):
+              shard: tuple[int, int] = (0, 1), reverse: bool = False):
     """Run every missing point of the profile's sweep (existing, current results are kept).
 
     ``shard=(k, n)`` runs only the points whose position in :func:`sweep_points` is k mod n, so n
-    processes (e.g. one per CPU core) can share a sweep without running a point twice.
+    processes (e.g. one per CPU core) can share a sweep without running a point twice. Each point
+    is checked again just before it runs, so two processes can also share one sweep from opposite
+    ends (``reverse=True`` for the second): they meet in the middle.
+    Returns the number of networks this call trained.
     """
     config = config or sweep_config(profile)
     k, n = shard
@@ -145,9 +148,13 @@ def run_sweep(dataset: Dataset, profile: str, device=None, config: SweepConfig |
     data = _data(dataset, config)
     todo = [p for i, p in enumerate(sweep_points(config))
             if i % n == k and not _is_current(profile, config, *p)]
-    for ratio, beta, run in progress(todo, desc="sliding window"):
+    trained = 0
+    for ratio, beta, run in progress(todo[::-1] if reverse else todo, desc="sliding window"):
+        if _is_current(profile, config, ratio, beta, run):   # done by another process meanwhile
+            continue
         run_point(dataset, config, profile, ratio, beta, run, data, device)
-    return len(todo)
+        trained += 1
+    return trained
 
 
 def load_sweep(profile: str, config: SweepConfig | None = None):
