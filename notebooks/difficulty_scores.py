@@ -174,8 +174,12 @@ if quick is None:
     print("no committed quick result for our scores: run `python -m ddbook scores --profile quick`")
 else:
     prov = quick.provenance
-    print(f"quick: {quick.data['n_scored']:,} images, config {prov['config']}")
-    print(f"       git {prov['sha'][:10]}, {prov['device']}, {prov['wall_time_s'] / 60:.1f} min")
+    cfg = prov["config"]
+    print(f"quick: {quick.data['n_scored']:,} images, {cfg['runs']} runs of {cfg['epochs']} epochs "
+          f"of {cfg['network']} (width {cfg['width']}), EL2N after epoch {cfg['el2n_epoch']}")
+    print(f"       git {prov['sha'][:10]}, {prov['device']}, {prov['wall_time_s'] / 60:.0f} min")
+    for name, v in quick.data["spearman_vs_cscore"].items():
+        print(f"       {name:10s} mean within-class Spearman ρ with C-score: {v['mean']:+.3f}")
 
 # %% mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present; the dashed line is the EL2N value the data README reports for its own check (about −0.6).", "name": "fig-our-scores-vs-cscore"}}
 if quick is not None:
