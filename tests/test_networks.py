@@ -201,3 +201,126 @@ def test_channels_last_matches_contiguous():
 def test_bad_input_raises_value_error(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+# --- The fused CPU block tails (networks.ConvNetFeatures) ---------------------------------------
+# On the CPU, GroupNorm(C, C) -> ReLU -> AvgPool2d(2) (and ReLU -> AvgPool2d(2) after other norms)
+# run as one autograd op with fewer passes over memory (benchmarks/README.md). These tests pin that
+# it is the same function as the stock modules run one by one, to 1e-5, in values and gradients.
+
+def _stock_forward(model):
+    """``model`` with its feature modules applied one by one, as a plain nn.Sequential would."""
+    plain = torch.nn.Sequential(*model.features)
+    return lambda x: model.classifier(torch.flatten(plain(x), 1))
+
+
+@pytest.mark.parametrize("name,fmt", [
+    ("ConvNet", torch.contiguous_format), ("ConvNet", torch.channels_last),
+    ("ConvNetBN", torch.contiguous_format), ("ConvNetBN", torch.channels_last),
+    ("ConvNetLN", torch.contiguous_format), ("ConvNetNN", torch.contiguous_format),
+    ("ConvNetGN", torch.contiguous_format), ("ConvNetD4", torch.contiguous_format)])
+@pytest.mark.parametrize("train", [True, False])
+def test_fused_blocks_match_stock_modules(name, fmt, train):
+    size = (32, 32)
+    model = get_network(name, 10, size, seed=7, device=CPU, width=16, memory_format=fmt)
+    model.train(train)
+    x = torch.randn(5, 3, *size, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    params = list(model.parameters())
+    results = []
+    for forward in (model, _stock_forward(model)):
+        state = {k: v.clone() for k, v in model.state_dict().items()}  # BN running stats move
+        out = forward(x)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, 10)).square().sum(), [x, *params])
+        model.load_state_dict(state)
+        results.append((out, grads))
+    (out, grads), (want, want_grads) = results
+    assert torch.allclose(out, want, atol=1e-5, rtol=1e-5), f"{name}: fused forward differs"
+    names = ["x"] + [n for n, _ in model.named_parameters()]
+    for n, g, w in zip(names, grads, want_grads):
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-4), (
+            f"{name} {fmt}: gradient of {n} differs by {(g - w).abs().max():.2e}")
+
+
+def test_fused_instance_norm_is_group_norm_c_c():
+    """Same parameters (names, count) as nn.GroupNorm(C, C); maths to gradgradcheck in double."""
+    from ddbook.networks import _InstanceReLUPool
+    model = ConvNet(width=8, depth=1, im_size=(8, 8))
+    norm = model.features[1]
+    assert type(norm) is torch.nn.GroupNorm and norm.num_groups == norm.num_channels == 8
+    assert [n for n, _ in norm.named_parameters()] == ["weight", "bias"] and norm.eps == 1e-5
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, 6, dtype=torch.double, generator=gen, requires_grad=True)
+    w = torch.randn(3, dtype=torch.double, generator=gen, requires_grad=True)
+    b = torch.randn(3, dtype=torch.double, generator=gen, requires_grad=True)
+
+    def fused(x, w, b):
+        return _InstanceReLUPool.apply(x, w, b, 1e-5)[0]
+
+    def stock(x, w, b):
+        return F.avg_pool2d(F.relu(F.group_norm(x, 3, w, b, 1e-5)), 2)
+
+    assert torch.allclose(fused(x, w, b), stock(x, w, b), atol=1e-12)
+    assert torch.autograd.gradcheck(fused, (x, w, b))
+    assert torch.autograd.gradgradcheck(fused, (x, w, b))
+
+
+def test_second_order_through_fused_blocks():
+    """create_graph=True on an nn.Module (leaf parameters: the fused path) gives the stock
+    second-order gradients, e.g. for a gradient-norm penalty."""
+    model = get_network("ConvNet", 10, (16, 16), seed=8, device=CPU, width=8)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    y = torch.arange(4)
+    params = list(model.parameters())
+    out = []
+    for forward in (model, _stock_forward(model)):
+        grads = torch.autograd.grad(F.cross_entropy(forward(x), y), params, create_graph=True)
+        penalty = sum(g.square().sum() for g in grads)
+        out.append(torch.autograd.grad(penalty, [x, *params]))
+    for name, g, w in zip(["x"] + [n for n, _ in model.named_parameters()], *out):
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-4), f"second-order grad of {name} differs"
+
+
+@pytest.mark.parametrize("name", ["ConvNet", "ConvNetBN"])
+def test_per_example_gradients_with_vmap(name):
+    """torch.func.vmap(grad(...)) through the fused ops (as analysis.per_example_grad_norms)."""
+    from torch.func import functional_call, grad, vmap
+    model = get_network(name, 10, (16, 16), seed=9, device=CPU, width=8).eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p, x, y):
+        return F.cross_entropy(functional_call(model, (p, buffers), (x[None],)), y[None])
+
+    x, y = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4)), torch.arange(3)
+    per_example = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    want = torch.autograd.grad(F.cross_entropy(_stock_forward(model)(x[1:2]), y[1:2]),
+                               list(model.parameters()))
+    for (k, g), w in zip(per_example.items(), want):
+        assert torch.allclose(g[1], w, atol=1e-6), f"{name}: per-example gradient of {k} differs"
+
+
+def test_fused_path_is_taken_on_the_cpu():
+    """The speed-up depends on the fused op running: a hook on the GroupNorm must not fire."""
+    model = get_network("ConvNet", 10, (16, 16), seed=0, device=CPU, width=8)
+    calls = []
+    model.features[1].register_forward_hook(lambda *a: calls.append(1))
+    model(torch.randn(2, 3, 16, 16))
+    assert not calls, "ConvNet's instance norm ran as a separate module on the CPU"
+    flat = flatten_params(model).requires_grad_(True)
+    functional_forward(model, flat, torch.randn(2, 3, 16, 16))  # a student: stock GroupNorm
+    assert calls, "a functional student (weights with a history) should keep nn.GroupNorm"
+
+
+def test_memory_format_default():
+    bn = get_network("ConvNetBN", 10, seed=0, device=CPU, width=8)
+    inn = get_network("ConvNet", 10, seed=0, device=CPU, width=8)
+    w_bn, w_in = bn.features[0].weight, inn.features[0].weight
+    assert w_bn.is_contiguous(memory_format=torch.channels_last) and not w_bn.is_contiguous()
+    assert w_in.is_contiguous()
+
+
+def test_keep_cpu_memory_is_idempotent():
+    from ddbook.networks import keep_cpu_memory, release_cpu_memory
+    first = keep_cpu_memory()
+    assert isinstance(first, bool) and keep_cpu_memory() == first
+    assert isinstance(release_cpu_memory(), bool)

@@ -167,6 +167,56 @@ def _cmd_coverage_check(args) -> int:
     return 0
 
 
+def _cmd_distill(args) -> int:
+    """Run a distillation preset at a profile (``ddbook.presets``) and write its results."""
+    import json
+
+    from .presets import PRESETS, run_preset
+
+    if args.list:
+        for name, p in PRESETS.items():
+            print(f"{name:26s} {p.source}")
+        return 0
+    if args.preset is None:
+        raise ValueError("give --preset NAME (see --list)")
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    path, result = run_preset(args.preset, args.profile, device=args.device, overrides=overrides,
+                              folder=args.folder)
+    losses = result.history["loss"]
+    print(f"{args.preset} at {args.profile}: {result.iterations_done} iterations, loss "
+          f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "no iterations run")
+    if result.report:
+        print(f"result at the declared iteration {result.report['iteration']}: "
+              f"{result.report['mean']:.4f} ± {result.report['std']:.4f}")
+    if result.best:
+        print(f"best over checkpoints (optimistic) at iteration {result.best['iteration']}: "
+              f"{result.best['mean']:.4f}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_distill_parser(sub) -> None:
+    dist = sub.add_parser("distill", help="trajectory matching (MTT / DATM / SelMatch presets) at "
+                          "a profile; resumable; writes results/<profile>/distill/<preset>.json")
+    dist.add_argument("--preset", default=None, help="preset name, e.g. mtt-cifar10-ipc10 (--list)")
+    dist.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
+    dist.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a setting, e.g. --set syn_steps=10 --set loop.iterations=50 "
+                      "(values are JSON: 1e-5, true, null)")
+    dist.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    dist.add_argument("--folder", default=None, help="checkpoint folder (default: in the cache)")
+    dist.add_argument("--list", action="store_true", help="list the presets and their sources")
+    dist.set_defaults(run=_cmd_distill)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "growing size (our coverage definition; a sanity check)")
     cov.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
     cov.set_defaults(run=_cmd_coverage_check)
+    _add_distill_parser(sub)
     return parser
 
 

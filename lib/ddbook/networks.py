@@ -6,16 +6,21 @@ ResNet-18 and its variants live in :mod:`ddbook.resnet`.
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import re
+import sys
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.func import functional_call
 
 from .resnet import ResNet18, resnet_norm
 
 __all__ = ["ConvNet", "AlexNet", "VGG11", "ResNet18", "get_network", "network_names",
-           "functional_forward", "flatten_params", "unflatten_params", "count_params"]
+           "functional_forward", "flatten_params", "unflatten_params", "count_params",
+           "keep_cpu_memory", "release_cpu_memory"]
 
 NORMS = ("instance", "batch", "layer", "group", "none")
 POOLINGS = ("avg", "max", "none")
@@ -83,6 +88,155 @@ def convnet_layers(channels: int, width: int, depth: int, norm: str, pooling: st
     return layers, shape
 
 
+# Fast CPU path of a ConvNet block (measured in benchmarks/README.md). On the CPU a block's time
+# goes to its convolution and, nearly as much, to memory traffic of the (B, W, 32, 32) activations:
+# eager GroupNorm -> ReLU -> AvgPool2d makes a full-size tensor per op, and avg_pool2d's NCHW
+# kernels read it slowly (~5x a copy). The fused ops below compute the same maths with fewer
+# passes: native group norm, ReLU in place, the 2x2 mean as two strided adds; backward is one
+# half-size copy and one broadcast threshold_backward (ReLU and pool at once), then
+# native_group_norm_backward, the kernel nn.GroupNorm's backward calls. Backward is made of
+# differentiable ATen ops, so create_graph=True, torch.func.grad and vmap work as with the
+# separate modules. CUDA and other dtypes keep the stock modules (not measured there).
+
+
+def _avg_pool2(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool2d(x, 2)`` for (N, C, H, W) with even H, W; strided adds where that is faster."""
+    if x.is_contiguous():  # NCHW: avg_pool2d's kernel is slow here; channels-last's is fast
+        rows = x[:, :, 0::2] + x[:, :, 1::2]  # (N, C, H/2, W)
+        return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)  # (N, C, H/2, W/2)
+    return F.avg_pool2d(x, 2)
+
+
+def _relu_pool_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Gradient (N, C, H, W) wrt the input of ``_avg_pool2(relu(.))``; ``out`` is relu's input
+    or output (only where it is > 0 is read)."""
+    n, c, h, w = out.shape
+    if out.is_contiguous():  # copy the pooled grad twice along W; broadcast it along H for free
+        g = (grad * 0.25).unsqueeze(-1).expand(n, c, h // 2, w // 2, 2).reshape(n, c, h // 2, w)
+        g = g.unsqueeze(3).expand(n, c, h // 2, 2, w)  # a size-2 dim inside would be 6x slower
+        gx = torch.ops.aten.threshold_backward(g, out.view(n, c, h // 2, 2, w), 0)
+        return gx.view(n, c, h, w)
+    g = torch.ops.aten.avg_pool2d_backward(grad, out, [2, 2], [2, 2], [0, 0], False, True, None)
+    return torch.ops.aten.threshold_backward(g, out, 0)
+
+
+class _InstanceReLUPool(torch.autograd.Function):
+    """``avg_pool2d(relu(group_norm(x, C, weight, bias, eps)), 2)``: one ConvNet block's tail.
+
+    Saves only the block's input: backward recomputes the normalised activation with the same
+    kernel (so the ReLU mask is bit-identical), which keeps less memory than the stock modules.
+    """
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight, bias, eps):
+        n, c, h, w = x.shape
+        y, mean, rstd = torch.native_group_norm(x, weight, bias, n, c, h * w, c, eps)
+        return _avg_pool2(y.relu_()), mean, rstd
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.save_for_backward(*inputs[:3], output[1], output[2])
+        ctx.eps = inputs[3]
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        n, c, h, w = x.shape
+        with torch.no_grad():
+            y = torch.native_group_norm(x, weight, bias, n, c, h * w, c, ctx.eps)[0]
+        gy = _relu_pool_grad(grad, y)  # (N, C, H, W); y's sign is all it reads
+        del y
+        if torch.is_grad_enabled():  # create_graph=True or torch.func.grad: differentiable maths
+            return (*_instance_norm_backward(gy, x, weight, ctx.eps), None)
+        mask = list(ctx.needs_input_grad[:3])
+        gx, gw, gb = torch.ops.aten.native_group_norm_backward(
+            gy, x, mean, rstd, weight, n, c, h * w, c, mask)  # not itself differentiable
+        return gx, gw, gb, None
+
+
+def _instance_norm_backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                            eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (x, weight, bias) of instance norm given ``gy``, as differentiable tensor maths.
+
+    The statistics are recomputed from ``x`` so that second derivatives see their dependence on it.
+    """
+    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    rstd = (centred.square().mean(dim=(2, 3), keepdim=True) + eps).rsqrt()  # (N, C, 1, 1)
+    xhat = centred * rstd
+    g = gy * weight[:, None, None]
+    gx = (g - g.mean(dim=(2, 3), keepdim=True)
+          - xhat * (g * xhat).mean(dim=(2, 3), keepdim=True)) * rstd
+    return gx, (gy * xhat).sum(dim=(0, 2, 3)), gy.sum(dim=(0, 2, 3))
+
+
+class _ReLUPool(torch.autograd.Function):
+    """``avg_pool2d(relu(x), 2)``: the tail of a block with batch/layer/no norm."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        y = torch.relu(x)
+        return _avg_pool2(y), y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        return _relu_pool_grad(grad, ctx.saved_tensors[0])
+
+
+def _is_pool2(m: nn.Module) -> bool:
+    return (type(m) is nn.AvgPool2d and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
+            and m.padding in (0, (0, 0)) and not m.ceil_mode and m.divisor_override is None)
+
+
+def _fusable(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
+    """How many modules from ``mods[i]`` one fused op replaces for input ``x``: 3, 2 or 0."""
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4
+            or x.shape[-1] % 2 or x.shape[-2] % 2):
+        return 0
+    if i + 2 < len(mods) and type(mods[i + 1]) is nn.ReLU and _is_pool2(mods[i + 2]):
+        norm = mods[i]
+        if (type(norm) is nn.GroupNorm and norm.num_groups == norm.num_channels and norm.affine
+                and norm.weight.dtype == torch.float32
+                and (norm.weight.grad_fn is None or not torch.is_grad_enabled())):
+            return 3
+        # A weight with a history is a functional student (a view of a flat vector) whose
+        # backward will be differentiated again: there the fused op's create_graph backward
+        # kept ~1.5x the memory of nn.GroupNorm's (5-step unroll: 4.2 vs 2.8 GiB), so it stays.
+    if i + 1 < len(mods) and type(mods[i]) is nn.ReLU and _is_pool2(mods[i + 1]):
+        return 2
+    return 0
+
+
+class ConvNetFeatures(nn.Sequential):
+    """``nn.Sequential`` of ConvNet blocks whose norm-ReLU-pool tails run fused on the CPU.
+
+    Same modules, parameters and results as the plain Sequential (tests/test_networks.py checks
+    values and gradients to 1e-5); only the number of passes over memory differs. Forward hooks
+    on a fused GroupNorm/ReLU/AvgPool2d do not fire on the CPU.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mods, i = list(self), 0
+        while i < len(mods):
+            n = _fusable(mods, i, x)
+            if n == 3:
+                norm = mods[i]
+                x = _InstanceReLUPool.apply(x, norm.weight, norm.bias, norm.eps)[0]
+            elif n == 2:
+                x = _ReLUPool.apply(x)[0]
+            else:
+                x, n = mods[i](x), 1
+            i += n
+        return x
+
+
 class ConvNet(nn.Module):
     """The distillation student: ``depth`` conv blocks and one linear layer; logits ``(B, K)``.
 
@@ -97,7 +251,7 @@ class ConvNet(nn.Module):
                  im_size: tuple = (32, 32)):
         super().__init__()
         layers, shape = convnet_layers(channels, width, depth, norm, pooling, activation, im_size)
-        self.features = nn.Sequential(*layers)
+        self.features = ConvNetFeatures(*layers)
         self.classifier = nn.Linear(shape[0] * shape[1] * shape[2], num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,14 +380,18 @@ def _resolve(name: str, width: int | None, depth: int | None) -> tuple[type, dic
 def get_network(name: str, num_classes: int, im_size: tuple = (32, 32), channels: int = 3,
                 width: int | None = None, depth: int | None = None, *, seed: int | None = None,
                 generator: torch.Generator | None = None, device: str | torch.device | None = None,
-                memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
+                memory_format: torch.memory_format | None = None) -> nn.Module:
     """Return the network ``name`` (a reference name, papers.md §1.1) with a reproducible init.
 
     Source: the reference ``get_network``, without its clock re-seeding (STYLE.md §4.3).
     The init is PyTorch's default, drawn from ``seed`` (or one integer drawn from ``generator``)
     in a forked CPU RNG, so the global RNG is neither read nor advanced; with neither given it
-    comes from the global RNG like a plain ``nn.Module``. ``device`` defaults to CUDA when present.
+    comes from the global RNG like a plain ``nn.Module``. ``device`` defaults to CUDA when present;
+    on the CPU it calls keep_cpu_memory() (process-wide; DDBOOK_KEEP_CPU_MEMORY=0 opts out).
     ``width``/``depth`` override the ConvNet defaults (e.g. a width-32 student at ``quick``).
+    ``memory_format`` None picks the faster layout measured on the CPU (benchmarks/README.md):
+    channels-last for batch-norm ConvNets, contiguous otherwise (instance norm's backward is
+    several times slower channels-last); on CUDA, contiguous. Results agree either way to ~1e-6.
     Used in: experts, evaluation and distillation notebooks.
     """
     cls, kwargs = _resolve(name, width, depth)
@@ -248,8 +406,55 @@ def get_network(name: str, num_classes: int, im_size: tuple = (32, 32), channels
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # CPU only: leaves CUDA's global RNG alone
             model = cls(**kwargs)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        keep_cpu_memory()  # freed activations are reused, not unmapped and faulted in again
+    if memory_format is None:
+        bn_convnet = cls is ConvNet and kwargs.get("norm") == "batch"
+        memory_format = torch.channels_last if device.type == "cpu" and bn_convnet \
+            else torch.contiguous_format
     return model.to(device=device, memory_format=memory_format)
+
+
+_KEEP_MEMORY = {"done": False}
+
+
+def keep_cpu_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse; True if it did (Linux/glibc only).
+
+    Source: benchmarks/README.md. Each training step allocates and frees its activations (about
+    0.5 GB at batch 256 for ConvNet-3 w128). glibc gives every block over 32 MB back to the
+    kernel with munmap and maps it afresh next step; on the book's VM every fresh page faults
+    into the host, costing more than the arithmetic (expert step ~1.5-3x slower). This serves all
+    blocks from the heap and never trims it, so the process keeps its peak footprint (the peak
+    itself is unchanged); release_cpu_memory() hands free memory back. Opt out with the
+    environment variable DDBOOK_KEEP_CPU_MEMORY=0. Process-wide, idempotent.
+    Used in: get_network (CPU devices).
+    """
+    if _KEEP_MEMORY["done"]:
+        return True
+    if os.environ.get("DDBOOK_KEEP_CPU_MEMORY", "1").strip() in ("0", "false", "no"):
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+        ok = libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, -1) == 1
+    except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
+        return False
+    _KEEP_MEMORY["done"] = ok
+    return ok
+
+
+def release_cpu_memory() -> bool:
+    """Return the heap's free memory to the OS (glibc ``malloc_trim(0)``); True if any was."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def count_params(model: nn.Module) -> int:
