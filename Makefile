@@ -2,6 +2,8 @@
 #   make book   build the book into _build/html, executing every notebook at the ci profile
 #   make test   run the tests (unit tests, the book build, papermill, a headless browser)
 # Both create the environment (.venv, pinned requirements, lib/ editable) when it is missing.
+# `make book` rebuilds every page (--all): Sphinx would otherwise skip unchanged pages and keep
+# outputs computed by an older lib/.
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -21,7 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 book: $(STAMP)
-	DDBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+	DDBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going --all
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
