@@ -92,7 +92,9 @@ if drawn is not None and len(drawn):
           f"git {drawn['sha'].iloc[0][:10]}; "
           f"{drawn['wall_time_s'].sum() / 60:.0f} min of training in all")
     if missing:
-        print(f"missing: {missing}")
+        head = ", ".join(f"({r:.0%}, {'random' if b is None else b}, run {k})"
+                         for r, b, k in missing[:4])
+        print(f"missing {len(missing)} points, e.g. {head}, …: the verdict below is provisional")
     shown, shown_label = drawn, draw
 else:
     print(f"no committed {draw} sweep yet: drawing the live {P.name} run instead")
@@ -148,3 +150,5 @@ for line in window_sweep.verdict(summary):
 # The verdict above is computed from the numbers drawn, not written by hand: it checks the three
 # parts of the paper's claim (an interior best β, a best window above random, and a best β that
 # does not move toward easier windows as the subset grows) at the scale stated on the figure.
+# When the committed sweep is incomplete (the count printed above the figure), with one run
+# per point and 400 SGD steps per network, it is provisional, and the page says so.
