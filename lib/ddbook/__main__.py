@@ -58,6 +58,7 @@ def run_scores(profile: str, device=None):
            for name, values in (("el2n", ours.el2n), ("forgetting", ours.forgetting))}
     data = {"spearman_vs_cscore": {k: {"per_class": {ds.classes[c]: r for c, r in v.items()},
                                        "mean": sum(v.values()) / len(v)} for k, v in rho.items()},
+            "hard_end": {"el2n": "high", "forgetting": "high", "cscore (reference)": "low"},
             "train_accuracy_per_run": ours.train_accuracy,
             "seconds_per_run": ours.seconds_per_run, "n_scored": len(ours.indices)}
     seeds = [config.seed + r for r in range(config.runs)]
