@@ -425,10 +425,11 @@ def keep_cpu_memory() -> bool:
     Source: benchmarks/README.md. Each training step allocates and frees its activations (about
     0.5 GB at batch 256 for ConvNet-3 w128). glibc gives every block over 32 MB back to the
     kernel with munmap and maps it afresh next step; on the book's VM every fresh page faults
-    into the host, costing more than the arithmetic (expert step ~1.5-3x slower). This serves all
-    blocks from the heap and never trims it, so the process keeps its peak footprint (the peak
-    itself is unchanged); release_cpu_memory() hands free memory back. Opt out with the
-    environment variable DDBOOK_KEEP_CPU_MEMORY=0. Process-wide, idempotent.
+    into the host, costing more than the arithmetic (the stock expert step runs 1.2-4x slower).
+    This serves all blocks from the heap and never trims it. Cost: the process keeps its
+    high-water mark, which fragmentation puts above the live peak (batch 256: +0.3 GiB with
+    instance norm, up to +0.6 GiB with batch norm); release_cpu_memory() hands free memory back.
+    Opt out with the environment variable DDBOOK_KEEP_CPU_MEMORY=0. Process-wide, idempotent.
     Used in: get_network (CPU devices).
     """
     if _KEEP_MEMORY["done"]:
