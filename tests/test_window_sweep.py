@@ -51,6 +51,25 @@ def test_verdict_reads_the_claims():
     lines = ws.verdict(s)
     assert "interior optimum at 2/2" in lines[-1] and "beats random at 2/2" in lines[-1]
     assert "consistent" in lines[-1]
+    assert "noise unknown: one run per point" in lines[0]
+
+
+def test_verdict_weighs_the_margin_against_run_to_run_noise():
+    import pandas as pd
+
+    # two runs per point: window accuracies spread by ±0.01, random by ±0.01
+    rows = []
+    for run, d in ((0, -0.01), (1, 0.01)):
+        rows += [(0.1, b, run, a + d) for b, a in ((0.0, 0.30), (0.5, 0.60), (0.9, 0.50))]
+        rows += [(0.1, None, run, 0.55 + d), (0.2, None, run, 0.595 + d)]
+        rows += [(0.2, b, run, a + d) for b, a in ((0.0, 0.40), (0.3, 0.60), (0.9, 0.50))]
+    s = ws.summarise(pd.DataFrame(rows, columns=["ratio", "beta", "run", "accuracy"]))
+    assert s[0.1]["pooled_std"] == pytest.approx(0.01 * 2 ** 0.5)
+    assert s[0.1]["margin_se"] == pytest.approx(0.01 * 2 ** 0.5)   # pooled * sqrt(1/2 + 1/2)
+    lines = ws.verdict(s)
+    assert "+5.0 points, 3.5 standard errors" in lines[0], lines[0]
+    assert "+0.5 points, 0.4 standard errors" in lines[1], lines[1]
+    assert "beats random at 2/2 (by more than two standard errors at 1/2" in lines[-1], lines[-1]
 
 
 def test_shards_split_the_points(cifar10, tmp_path, monkeypatch):

@@ -180,21 +180,30 @@ def load_sweep(profile: str, config: SweepConfig | None = None):
 
 def summarise(table) -> dict:
     """Per ratio: the best β (by mean accuracy over runs), its mean and std, the random mean,
-    and the accuracies at the grid's ends (the hardest and easiest windows)."""
+    the accuracies at the grid's ends (the hardest and easiest windows), and the noise: the
+    run-to-run std pooled over every point of the ratio with two or more runs (NaN with one run),
+    and from it the standard error of (best window − random)."""
     out = {}
     for ratio in sorted(table["ratio"].unique()):
         t = table[table["ratio"] == ratio]
-        win = t[t["beta"].notna()].groupby("beta")["accuracy"].agg(["mean", "std"]).fillna(0.0)
+        win = t[t["beta"].notna()].groupby("beta")["accuracy"].agg(["mean", "std", "count"])
         rnd = t[t["beta"].isna()]["accuracy"]
         if not len(win):
             continue
         best = float(win["mean"].idxmax())
+        groups = [g["accuracy"] for _, g in t.groupby(t["beta"].fillna(-1.0))]
+        dof = sum(len(g) - 1 for g in groups)
+        pooled = math.sqrt(sum(((g - g.mean()) ** 2).sum() for g in groups) / dof) if dof \
+            else math.nan
+        n_best, n_rnd = int(win["count"][best]), len(rnd)
         out[float(ratio)] = {
             "best_beta": best, "best_mean": float(win["mean"][best]),
-            "best_std": float(win["std"][best]),
-            "random_mean": float(rnd.mean()) if len(rnd) else math.nan,
+            "best_std": float(win["std"].fillna(0.0)[best]),
+            "random_mean": float(rnd.mean()) if n_rnd else math.nan,
             "hardest_mean": float(win["mean"].iloc[0]), "easiest_mean": float(win["mean"].iloc[-1]),
-            "betas": [float(b) for b in win.index], "n_runs": int(t["run"].nunique())}
+            "betas": [float(b) for b in win.index], "n_runs": int(t["run"].nunique()),
+            "pooled_std": pooled,
+            "margin_se": pooled * math.sqrt(1 / n_best + 1 / n_rnd) if n_rnd else math.nan}
     return out
 
 
@@ -206,11 +215,14 @@ def verdict(summary: dict) -> list[str]:
     for ratio, s in summary.items():
         interior = s["betas"][0] < s["best_beta"] < s["betas"][-1]
         beats = s["best_mean"] > s["random_mean"]
+        margin, se = s["best_mean"] - s["random_mean"], s.get("margin_se", math.nan)
+        noise = (f", {margin / se:.1f} standard errors (run-to-run std {100 * s['pooled_std']:.1f})"
+                 if se > 0 else ", noise unknown: one run per point")
         lines.append(f"{ratio:.0%}: best β = {s['best_beta']:.1f} "
                      f"({'interior' if interior else 'at the end of the grid'}), "
                      f"{100 * s['best_mean']:.1f} % vs random {100 * s['random_mean']:.1f} % "
                      f"({'beats random' if beats else 'does not beat random'}: "
-                     f"{100 * (s['best_mean'] - s['random_mean']):+.1f} points)")
+                     f"{100 * margin:+.1f} points{noise})")
     betas = [s["best_beta"] for s in summary.values()]
     monotone = all(b2 <= b1 for b1, b2 in zip(betas, betas[1:]))
     lines.append(f"best β by ratio {betas}: "
@@ -218,7 +230,10 @@ def verdict(summary: dict) -> list[str]:
                     if monotone else "does not move monotonically toward harder windows"))
     n_interior = sum(s["betas"][0] < s["best_beta"] < s["betas"][-1] for s in summary.values())
     n_beats = sum(s["best_mean"] > s["random_mean"] for s in summary.values())
+    n_clear = sum(s["best_mean"] - s["random_mean"] > 2 * s.get("margin_se", math.inf)
+                  for s in summary.values())
     lines.append(f"overall: interior optimum at {n_interior}/{len(summary)} ratios, best window "
-                 f"beats random at {n_beats}/{len(summary)}, trend "
+                 f"beats random at {n_beats}/{len(summary)} (by more than two standard errors at "
+                 f"{n_clear}/{len(summary)}; the best of many windows is an optimistic pick), trend "
                  f"{'consistent' if monotone else 'inconsistent'} with the paper")
     return lines
