@@ -274,6 +274,13 @@ def test_infinite_step_size_is_detected(data, buffer):
         distill(s, buffer, CFG, LoopConfig(iterations=2, eval_every=None), device=CPU)
 
 
+def test_negative_step_size_is_detected(data, buffer):
+    s = small_set(data)
+    s = make_synset(s.images, s.labels, s.classes, s.is_selected, syn_lr=-0.01)
+    with pytest.raises(DistillationDiverged, match="not positive: lower lr_lr"):
+        distill(s, buffer, CFG, LoopConfig(iterations=2, eval_every=None), device=CPU)
+
+
 # ------------------------------------------------------------------------------------------
 # end to end on real CIFAR-10, ci profile
 

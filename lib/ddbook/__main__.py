@@ -218,6 +218,29 @@ def _add_distill_parser(sub) -> None:
     dist.set_defaults(run=_cmd_distill)
 
 
+def _cmd_reproduce(args) -> int:
+    """Run the missing pieces of the MTT table, DATM's ranges or the cross-architecture check."""
+    from .method_runs import run
+    for path in run(args.what, args.profile, device=args.device, only=args.only):
+        print(f"wrote {path}")
+    print(f"{args.what} at {args.profile}: complete")
+    return 0
+
+
+def _add_reproduce_parser(sub) -> None:
+    rep = sub.add_parser("reproduce", help="the runs behind the MTT and DATM pages (resumable; "
+                         "one results file per run)")
+    rep.add_argument("what", choices=["mtt", "datm-ranges", "cross-arch"],
+                     help="mtt: MTT's CIFAR-10 IPC 1/10/50 table; datm-ranges: early/late/all "
+                     "segments at a small and a large IPC; cross-arch: MTT's IPC 10 set on four "
+                     "architectures (needs the mtt run)")
+    rep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
+    rep.add_argument("--only", default=None, help="only the runs whose name contains this, e.g. "
+                     "ipc10, late, VGG11")
+    rep.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    rep.set_defaults(run=_cmd_reproduce)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
     cov.set_defaults(run=_cmd_coverage_check)
     _add_distill_parser(sub)
+    _add_reproduce_parser(sub)
     return parser
 
 

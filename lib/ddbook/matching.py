@@ -611,6 +611,9 @@ def _check_finite(state: _State, record: dict, folder: Path | None) -> None:
     for what, value in (("matching loss", record["loss"]), ("step size syn_lr", record["syn_lr"])):
         if not math.isfinite(value):
             raise DistillationDiverged(it, what, value, ckpt)
+    if record["syn_lr"] <= 0:   # the student would climb its loss; evaluation cannot use it
+        raise DistillationDiverged(it, "step size syn_lr (not positive: lower lr_lr)",
+                                   record["syn_lr"], ckpt)
     if not bool(torch.isfinite(state.images).all()):
         bad = state.images[~torch.isfinite(state.images)][0]
         raise DistillationDiverged(it, "a synthetic pixel", float(bad), ckpt)

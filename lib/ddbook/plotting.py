@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["style", "image_grid", "score_distributions", "PAPER_MARKER"]
+__all__ = ["style", "image_grid", "score_distributions", "correlation_bars", "window_curves",
+           "distill_curves", "versus_paper", "PAPER_MARKER"]
 
 PAPER_MARKER = dict(marker="*", s=140, color="black", zorder=5, label="paper")
 
@@ -169,4 +170,83 @@ def window_curves(table, paper_peaks: Sequence[dict] = (), paper_random: Sequenc
                                        if k not in ("color", "label")}, label="paper: best window")
     axp.plot([], [], "k--", lw=1.2, label="paper: random")
     axp.legend(fontsize=7.5)
+    return fig
+
+
+def _smooth(y: np.ndarray, k: int) -> np.ndarray:
+    """Trailing moving average over ``k`` points (the first points over what there is)."""
+    c = np.cumsum(np.insert(np.asarray(y, float), 0, 0.0))
+    n = np.arange(1, len(y) + 1)
+    lo = np.maximum(n - k, 0)
+    return (c[n] - c[lo]) / (n - lo)
+
+
+def distill_curves(runs: dict, label: str = "ours", smooth: int = 10, colours: dict | None = None,
+                   styles: dict | None = None):
+    """Matching loss and test accuracy against distillation iteration, one line per run.
+
+    ``runs`` maps a label to a dict with ``loss`` (per iteration), ``skipped`` (per iteration,
+    optional) and ``eval_curve`` (``{"iteration", "mean", "std"}`` records, accuracy fractions):
+    a distillation result's ``data``. The loss is drawn raw (thin) and as a ``smooth``-point moving
+    average; accuracy as mean ± std over evaluation runs. Used in: the MTT and DATM pages.
+    """
+    import seaborn as sns
+
+    colours = colours or dict(zip(runs, sns.color_palette("colorblind", len(runs))))
+    styles = styles or {}
+    fig, (axl, axa) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, d in runs.items():
+        c, ls = colours[name], styles.get(name, "-")
+        loss = np.asarray(d["loss"], float)
+        it = np.arange(1, len(loss) + 1)
+        axl.plot(it, loss, lw=0.5, alpha=0.3, color=c)
+        axl.plot(it, _smooth(loss, smooth), lw=1.6, color=c, ls=ls, label=name)
+        curve = d["eval_curve"]
+        x = np.array([p["iteration"] for p in curve])
+        m = np.array([p["mean"] for p in curve]) * 100
+        s = np.array([p["std"] or 0.0 for p in curve]) * 100
+        axa.plot(x, m, "-o", ms=3, color=c, ls=ls, label=name)
+        axa.fill_between(x, m - s, m + s, color=c, alpha=0.15)
+    axl.set_xlabel("distillation iteration")
+    axl.set_ylabel(f"matching loss ({smooth}-iteration average), {label}")
+    axa.set_xlabel("distillation iteration")
+    axa.set_ylabel(f"test accuracy (%), {label}")
+    axl.legend(fontsize=8)
+    axa.legend(fontsize=8)
+    return fig
+
+
+def versus_paper(rows: Sequence[dict], label: str = "ours", ylabel: str = "test accuracy (%)"):
+    """Ours next to the paper's, per setting: ``rows`` of ``{"setting", "ours", "ours_std",
+    "ours_baseline", "paper", "paper_std", "paper_baseline"}`` (percent; missing keys or None are
+    not drawn). Ours as filled circles, our random-real baselines as open circles, the paper's
+    numbers as stars (its baselines as open stars), all labelled. Used in: the MTT page.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    x = np.arange(len(rows))
+    first = dict(ours=True, base=True, paper=True, pbase=True)
+
+    def lab(key, text):
+        if first[key]:
+            first[key] = False
+            return text
+        return None
+
+    for i, r in enumerate(rows):
+        if r.get("ours") is not None:
+            ax.errorbar([i - 0.12], [r["ours"]], yerr=[r.get("ours_std") or 0], fmt="o", ms=7,
+                        color="C0", capsize=3, label=lab("ours", f"{label}: distilled"))
+        if r.get("ours_baseline") is not None:
+            ax.plot([i - 0.12], [r["ours_baseline"]], "o", ms=7, mfc="none", mec="C0",
+                    label=lab("base", f"{label}: random real images"))
+        if r.get("paper") is not None:
+            ax.errorbar([i + 0.12], [r["paper"]], yerr=[r.get("paper_std") or 0], fmt="*", ms=11,
+                        color="black", capsize=3, label=lab("paper", "paper: distilled"))
+        if r.get("paper_baseline") is not None:
+            ax.plot([i + 0.12], [r["paper_baseline"]], "*", ms=11, mfc="none", mec="black",
+                    label=lab("pbase", "paper: random real images"))
+    ax.set_xticks(x, [r["setting"] for r in rows])
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
     return fig

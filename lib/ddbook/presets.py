@@ -27,7 +27,7 @@ from .matching import LoopConfig, MatchConfig
 from .profiles import get_profile
 
 __all__ = ["Preset", "PRESETS", "Scale", "SCALES", "get_preset", "scaled", "preset_names",
-           "with_overrides", "run_preset", "preset_hash"]
+           "with_overrides", "resolve", "run_config", "run_preset", "preset_hash"]
 
 SELMATCH_EVAL_AT = (0, 500, 1000, 2500, 5000, 7500, 10000)  # SelMatch distill.py eval iterations
 
@@ -166,8 +166,9 @@ class Scale:
 
 SCALES = {
     "ci": Scale(10, 5, 50, None, 5, 20, True, False),
-    # quick: width-32 students, ~1-2 s per iteration on 2 CPU cores at CIFAR-10 IPC 10
-    "quick": Scale(10, 10, 100, 200, 50, 300, True, None),
+    # quick: width-32 students, ~1-2 s per iteration on 2 CPU cores at CIFAR-10 IPC 10;
+    # IPC up to 50 (MTT's table); larger IPCs only by an explicit override
+    "quick": Scale(50, 10, 100, 200, 50, 300, True, None),
     "gpu": Scale(50, None, None, None, 250, 300, False, None),
     "paper": Scale(None, None, None, None, None, None, False, None),
 }
@@ -251,6 +252,17 @@ def with_overrides(preset: Preset, overrides: dict) -> Preset:
         if values:
             top[part] = replace(getattr(preset, part), **values)
     return replace(preset, **top)
+
+
+def resolve(name: str | Preset, profile: str, overrides: dict | None = None) -> Preset:
+    """The preset a run uses: ``name`` scaled to ``profile``, then ``overrides`` applied."""
+    preset = scaled(get_preset(name) if isinstance(name, str) else name, profile)
+    return with_overrides(preset, overrides) if overrides else preset
+
+
+def run_config(preset: Preset, baseline_lr: float | None = None) -> dict:
+    """The config recorded with a run's results (and checked when they are loaded)."""
+    return {**asdict(preset), "baseline_lr": baseline_lr}
 
 
 def preset_hash(preset: Preset) -> str:
@@ -369,14 +381,20 @@ def _summary(preset: Preset, result, init_info: dict, folder) -> dict:
 
 
 def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict | None = None,
-               folder=None, stop_after: int | None = None):
+               folder=None, stop_after: int | None = None, result_name: str | None = None,
+               baseline_lr: float | None = None):
     """Run a preset at a profile end to end; write ``results/<profile>/distill/<name>.json``.
 
     Data -> experts (trained, or found in the cache) -> initial set -> distill (resumable in
     ``folder``, default ``<cache>/distill/<name>-<profile>-<hash>``) -> evaluation curve ->
     results: the loss curve, the evaluation curve, the result at the declared (final) iteration
     and, labelled, the best over checkpoints; the final set as ``synset_final.pt`` in the folder.
-    Returns (results path, DistillResult). Used in: ``python -m ddbook distill``, notebooks.
+    ``result_name`` names the results file instead of the preset (runs with overrides).
+    ``baseline_lr``: also evaluate the *initial* set by the preset's protocol with this fixed
+    learning rate (MTT's random-real baseline: the DC/DSA protocol's lr 0.01), recorded apart.
+    The initial images travel with the results (arrays ``init_images``) for the side-by-side
+    grids. Returns (results path, DistillResult). Used in: ``python -m ddbook distill``,
+    ``ddbook.method_runs``, notebooks.
     """
     from . import paths
     from .experts import train_experts
@@ -384,9 +402,7 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
     from .results import Timer, save_result
     from .train import default_device
 
-    preset = scaled(get_preset(name) if isinstance(name, str) else name, profile)
-    if overrides:
-        preset = with_overrides(preset, overrides)
+    preset = resolve(name, profile, overrides)
     device = torch.device(device) if device is not None else default_device()
     with Timer() as timer:
         data = _data(preset)
@@ -395,13 +411,20 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
         synset, info = _initial_set(preset, data, buffer)
         folder = folder or paths.cache_dir() / "distill" / \
             f"{preset.name}-{profile}-{preset_hash(preset)}"
-        result = distill(synset, buffer, preset.match, preset.loop,
-                         evaluate=_evaluator(preset, data, device), folder=folder, device=device,
-                         stop_after=stop_after)
+        evaluate = _evaluator(preset, data, device)
+        result = distill(synset, buffer, preset.match, preset.loop, evaluate=evaluate,
+                         folder=folder, device=device, stop_after=stop_after)
+        summary = _summary(preset, result, info, folder)
+        if baseline_lr is not None:
+            base = evaluate(replace(synset, syn_lr=float(baseline_lr)))
+            summary["baseline"] = {**base.to_dict(), "label": f"the initial real images, "
+                                   f"{preset.eval_protocol} protocol at a fixed lr {baseline_lr}"}
     arrays = {"loss": torch.tensor(result.history["loss"])}
     if result.synset.images.numel() <= 4_000_000:  # up to 16 MB: small sets travel with results
         arrays.update(images=result.synset.images, is_selected=result.synset.is_selected,
-                      labels=result.synset.labels)
-    path = save_result(f"distill/{preset.name}", profile, _summary(preset, result, info, folder),
-                       asdict(preset), [preset.loop.seed], timer.seconds, device, arrays=arrays)
+                      labels=result.synset.labels, init_images=synset.images,
+                      classes=result.synset.classes)
+    path = save_result(f"distill/{result_name or preset.name}", profile, summary,
+                       run_config(preset, baseline_lr),
+                       [preset.loop.seed], timer.seconds, device, arrays=arrays)
     return path, result

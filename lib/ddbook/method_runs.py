@@ -1,0 +1,356 @@
+"""The runs behind the MTT and DATM pages, as sets of preset runs at a profile.
+
+- ``mtt``: MTT's CIFAR-10 table (papers.md §2.4, §2.5): the DC-BENCH presets at IPC 1, 10, 50, each
+  with the random-real baseline (the initial real images, same protocol, lr 0.01);
+- ``datm-ranges``: DATM's "match early / late / all" figure (papers.md §10): DATM's CIFAR-10
+  settings with the start epochs confined to one range of the expert trajectory, at a small and a
+  large IPC. The ranges are **ours** (DATM does not state them): early = [0, 20), late = [40, 60),
+  all = [0, 60) epochs of DATM's 100-epoch experts, scaled with the profile's expert length;
+- ``cross-arch``: MTT's CIFAR-10 IPC 10 set, distilled on the ConvNet, evaluated on ConvNet,
+  ResNet-18, VGG-11 and AlexNet by MTT's protocol (papers.md §2.5).
+
+Every run writes its own results file (``results/<profile>/distill/...``, ``.../cross_arch/...``),
+and every distillation checkpoints, so ``python -m ddbook reproduce <what> --profile quick``
+resumes where it stopped. ``load_*`` read whatever is there and say what is missing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .presets import SCALES, get_preset, resolve, run_config, scaled
+from .profiles import get_profile
+from .results import StaleResultError, Timer, load_result, save_result
+
+__all__ = ["MTT_IPCS", "DATM_RANGES", "datm_plan", "datm_range_overrides", "mtt_plan",
+           "CROSS_ARCH", "cross_arch_plan", "run", "load_runs", "load_cross_arch", "WHAT"]
+
+MTT_IPCS = (1, 10, 50)
+MTT_BASELINE_LR = 0.01          # DC/DSA's evaluation lr, with which the random rows were made
+DATM_RANGES = {"early": (0, 20), "all": (0, 60), "late": (40, 60)}   # of 100 epochs: ours
+DATM_PAPER_EPOCHS = 100
+CROSS_ARCH = ("ConvNet", "ResNet18", "VGG11", "AlexNet")
+# evaluation epochs of the cross-architecture check where they differ from the MTT runs' own
+# (ci: a ResNet-18 trains at a few images/s on a CPU)
+CROSS_ARCH_EPOCHS = {"ci": 2}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One distillation run: a preset, overrides on top of its profile scaling, a results name."""
+    name: str                   # results name under distill/
+    preset: str
+    overrides: dict
+    baseline_lr: float | None = None
+    label: str = ""
+
+
+# ------------------------------------------------------------------------------------------
+# MTT's table
+
+
+def mtt_plan(profile: str) -> list[Run]:
+    """MTT CIFAR-10 at IPC 1, 10, 50: those within the profile's IPC cap (ci: 1 and 10)."""
+    cap = SCALES[profile].max_ipc
+    return [Run(f"mtt-cifar10-ipc{ipc}", f"mtt-cifar10-ipc{ipc}", {}, MTT_BASELINE_LR,
+                f"IPC {ipc}") for ipc in MTT_IPCS if cap is None or ipc <= cap]
+
+
+# ------------------------------------------------------------------------------------------
+# DATM's early / late / all
+
+
+def datm_range_overrides(which: str, expert_epochs: int, m: int) -> dict:
+    """Start epochs confined to DATM_RANGES[which], scaled from 100-epoch experts to ``expert_epochs``:
+    t ~ UniformInt[floor(lo·f), floor(hi·f)), f = E/100, capped so that t + M <= E; no expansion."""
+    if which not in DATM_RANGES:
+        raise ValueError(f"unknown range {which!r}; choose one of {list(DATM_RANGES)}")
+    lo, hi = DATM_RANGES[which]
+    f = expert_epochs / DATM_PAPER_EPOCHS
+    t_max = max(1, min(math.floor(hi * f), expert_epochs - m + 1))
+    t_min = min(math.floor(lo * f), t_max - 1)
+    return {"match.min_start_epoch": t_min, "match.max_start_epoch": t_max,
+            "match.initial_max_start_epoch": None, "match.expansion_end": None}
+
+
+# (small, large) IPC, the base preset of each and the evaluation epochs at the large one
+DATM_IPCS = {"ci": ((10, "datm-cifar10-ipc10"), (15, "datm-cifar10-ipc1000")),
+             "quick": ((10, "datm-cifar10-ipc10"), (500, "datm-cifar10-ipc1000")),
+             "gpu": ((10, "datm-cifar10-ipc10"), (1000, "datm-cifar10-ipc1000")),
+             "paper": ((10, "datm-cifar10-ipc10"), (1000, "datm-cifar10-ipc1000"))}
+# quick: the large set's evaluation keeps the small set's number of SGD steps (about 300 epochs
+# of 100 images = 30,000 images seen), not its epochs: 5,000 images x 6 epochs
+DATM_LARGE_EVAL_EPOCHS = {"quick": 6}
+
+
+def datm_plan(profile: str) -> list[Run]:
+    """Three ranges x (small, large) IPC, on DATM's CIFAR-10 settings at ``profile``."""
+    runs = []
+    for ipc, base in DATM_IPCS[profile]:
+        p = scaled(get_preset(base), profile)
+        over = {"ipc": ipc}
+        if ipc != DATM_IPCS[profile][0][0] and profile in DATM_LARGE_EVAL_EPOCHS:
+            over["eval_epochs"] = DATM_LARGE_EVAL_EPOCHS[profile]
+        if profile == "quick":   # share MTT's ZCA experts: no GSAM at quick (listed on the page)
+            over["experts.gsam"] = False
+            over["experts.epochs"] = get_profile(profile).expert_epochs
+        if profile == "ci":      # 6-epoch experts, so that the three ranges differ at all
+            over["experts.epochs"] = 6
+        epochs = over.get("experts.epochs", p.experts.epochs)
+        for which in DATM_RANGES:
+            runs.append(Run(f"datm-ranges-ipc{ipc}-{which}", base,
+                            {**over, **datm_range_overrides(which, epochs, p.match.expert_epochs)},
+                            None, f"IPC {ipc}, {which}"))
+    return runs
+
+
+def _run_distill(r: Run, profile: str, device=None):
+    from .presets import run_preset
+    return run_preset(r.preset, profile, device=device, overrides=r.overrides,
+                      result_name=r.name, baseline_lr=r.baseline_lr)
+
+
+# ------------------------------------------------------------------------------------------
+# cross-architecture
+
+
+def cross_arch_plan(profile: str) -> list[str]:
+    return list(CROSS_ARCH)
+
+
+def _expected(r: Run, profile: str) -> dict:
+    return run_config(resolve(r.preset, profile, r.overrides), r.baseline_lr)
+
+
+def _load_run(r: Run, profile: str):
+    """The finished, current result of run ``r``, or None (missing, unfinished or stale)."""
+    try:
+        res = load_result(f"distill/{r.name}", profile, expect_config=_expected(r, profile),
+                          missing_ok=True)
+    except StaleResultError:
+        return None
+    return res if res is not None and res.data.get("finished") else None
+
+
+def _cross_arch_one(network: str, profile: str, device=None):
+    """Evaluate MTT's IPC 10 set (this profile's committed run) on ``network`` by MTT's protocol."""
+    from .evaluate import evaluate_mtt
+    from .presets import _data
+
+    src = _load_run(mtt_plan(profile)[1], profile)
+    if src is None:
+        raise FileNotFoundError(f"the cross-architecture check evaluates the finished "
+                                f"mtt-cifar10-ipc10 run at {profile}: run "
+                                f"`python -m ddbook reproduce mtt --profile {profile}` first")
+    preset = resolve("mtt-cifar10-ipc10", profile)
+    images, labels = images_of(src), torch.as_tensor(src.arrays["labels"])
+    syn_lr = float(src.data["syn_lr"][-1])          # the learned step size after the last iteration
+    data = _data(preset)
+    cfg = _cross_eval(network, profile)
+    with Timer() as t:
+        res = evaluate_mtt(images, labels, syn_lr, data[5], data[6], cfg,
+                           num_classes=data[0].num_classes, device=device)
+    return save_result(f"cross_arch/{network}", profile,
+                       {**res.to_dict(), "distilled_on": f"{preset.experts.network} width "
+                        f"{preset.experts.width}", "set_sha": src.provenance["sha"]},
+                       _cross_config(network, profile, cfg), [cfg.seed], t.seconds, device)
+
+
+def _cross_eval(network: str, profile: str):
+    """MTT's protocol for ``network``, as the MTT IPC 10 run evaluates its own ConvNet."""
+    from .evaluate import MTTEvalConfig
+    preset = resolve("mtt-cifar10-ipc10", profile)
+    conv = network.startswith("ConvNet")
+    return MTTEvalConfig(network=network, width=preset.experts.width if conv else None,
+                         epochs=CROSS_ARCH_EPOCHS.get(profile, preset.eval_epochs or 1000),
+                         batch_size=preset.eval_batch, runs=preset.eval_runs,
+                         seed=preset.loop.seed + 1000)
+
+
+def _cross_config(network: str, profile: str, cfg=None) -> dict:
+    from dataclasses import asdict
+
+    cfg = cfg or _cross_eval(network, profile)
+    return {"network": network, "eval": asdict(cfg), "set": "mtt-cifar10-ipc10",
+            "set_config": _expected(mtt_plan(profile)[1], profile)}
+
+
+# ------------------------------------------------------------------------------------------
+# running and loading
+
+WHAT = ("mtt", "datm-ranges", "cross-arch")
+
+
+def run(what: str, profile: str, device=None, only: str | None = None) -> list:
+    """Run every missing piece of ``what`` at ``profile`` (resumable); return the results paths.
+
+    ``only``: run just the pieces whose name contains it (e.g. ``ipc10``, ``late``, ``VGG11``).
+    """
+    get_profile(profile)
+    paths = []
+    if what == "cross-arch":
+        for net in cross_arch_plan(profile):
+            if only and only not in net:
+                continue
+            if _load_cross(net, profile) is None:
+                paths.append(_cross_arch_one(net, profile, device))
+        return paths
+    plan = {"mtt": mtt_plan, "datm-ranges": datm_plan}.get(what)
+    if plan is None:
+        raise ValueError(f"unknown run set {what!r}; choose one of {WHAT}")
+    for r in plan(profile):
+        if only and only not in r.name:
+            continue
+        if _load_run(r, profile) is None:
+            paths.append(_run_distill(r, profile, device)[0])
+    return paths
+
+
+def load_runs(what: str, profile: str) -> tuple[dict, list[str]]:
+    """{run name: Result} of the finished, current runs of ``what`` at ``profile``, and the names
+    of the missing ones (never run, unfinished, or made from another config)."""
+    plan = {"mtt": mtt_plan, "datm-ranges": datm_plan}[what](profile)
+    found, missing = {}, []
+    for r in plan:
+        res = _load_run(r, profile)
+        (missing.append(r.name) if res is None else found.__setitem__(r.name, res))
+    return found, missing
+
+
+def _load_cross(network: str, profile: str):
+    try:
+        return load_result(f"cross_arch/{network}", profile, missing_ok=True,
+                           expect_config=_cross_config(network, profile))
+    except StaleResultError:
+        return None
+
+
+def load_cross_arch(profile: str) -> tuple[dict, list[str]]:
+    found, missing = {}, []
+    for net in cross_arch_plan(profile):
+        res = _load_cross(net, profile)
+        (missing.append(net) if res is None else found.__setitem__(net, res))
+    return found, missing
+
+
+def images_of(result, key: str = "images") -> torch.Tensor:
+    """The (n, C, H, W) images saved with a distillation result (``images`` or ``init_images``)."""
+    if key not in result.arrays:
+        raise KeyError(f"{key!r} not saved with this result (sets over 16 MB are kept in the run "
+                       f"folder only: {result.data.get('run_folder')})")
+    return torch.as_tensor(result.arrays[key])
+
+
+def display_images(result, key: str = "images", per_class: int | None = None) -> torch.Tensor:
+    """A run's images (``images`` or ``init_images``) as displayable floats in [0, 1].
+
+    ZCA-whitened sets are un-whitened with the train-fitted ZCA, others un-normalised; then each
+    image is clipped at ±2.5 standard deviations around its mean and rescaled to [0, 1] (MTT's
+    visualisation). ``per_class=k``: the first k images of each class only.
+    """
+    from .data import load_dataset
+    from .zca import cached_zca
+
+    x = images_of(result, key).float()
+    cfg = result.provenance["config"]
+    ds = load_dataset(cfg["dataset"])
+    if cfg["zca"]:
+        x = cached_zca(ds.train.images).invert(x)
+    else:
+        mean, std = (torch.as_tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in (ds.mean, ds.std))
+        x = x * std + mean
+    if per_class is not None:
+        classes = torch.as_tensor(result.arrays["classes"])
+        keep = torch.cat([torch.nonzero(classes == c).flatten()[:per_class]
+                          for c in range(int(classes.max()) + 1)])
+        x = x[keep]
+    mu = x.mean(dim=(1, 2, 3), keepdim=True)
+    sd = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+    lo, hi = mu - 2.5 * sd, mu + 2.5 * sd
+    return ((x.clamp(lo, hi) - lo) / (hi - lo)).clamp(0, 1)
+
+
+def mtt_verdict(runs: dict) -> list[str]:
+    """Plain statements on the MTT runs: distilled vs the random real images they started from,
+    per IPC, against the paper's gap; whether the gain shrinks as the IPC grows."""
+    from .reference import paper_numbers
+
+    lines, gains = [], []
+    for ipc in MTT_IPCS:
+        r = runs.get(f"mtt-cifar10-ipc{ipc}")
+        if r is None:
+            lines.append(f"IPC {ipc}: no run")
+            continue
+        ours, base = r.data["result_at_declared_iteration"], r.data.get("baseline")
+        if base is None:
+            lines.append(f"IPC {ipc}: no random-real baseline recorded")
+            continue
+        gain = 100 * (ours["mean"] - base["mean"])
+        se = 100 * math.sqrt((ours["std"] ** 2) / ours["runs"] + (base["std"] ** 2) / base["runs"])
+        paper = {row["method"]: float(row["mean"]) for row in paper_numbers(
+            paper="MTT", where="Table 1", dataset="CIFAR-10", ipc=ipc)}
+        pgain = paper["MTT"] - paper["Random"] if {"MTT", "Random"} <= paper.keys() else math.nan
+        gains.append((ipc, gain))
+        lines.append(f"IPC {ipc}: distilled {100 * ours['mean']:.1f} % vs random real "
+                     f"{100 * base['mean']:.1f} % ({gain:+.1f} points"
+                     + (f", {gain / se:.1f} standard errors" if se > 0 else "")
+                     + f"); the paper's gap: {pgain:+.1f} points "
+                     f"({paper.get('MTT')} vs {paper.get('Random')})")
+    if len(gains) >= 2:
+        shrinking = all(g2 <= g1 for (_, g1), (_, g2) in zip(gains, gains[1:]))
+        lines.append("the gain over random real images " + (
+            "shrinks as the IPC grows, as in the paper" if shrinking else
+            "does not shrink monotonically with the IPC (it does in the paper)"))
+    return lines
+
+
+def datm_verdict(runs: dict) -> list[str]:
+    """Plain statements testing DATM's claim on the range runs: at the smaller IPC matching late
+    segments loses to early/all, at the larger IPC it wins (final evaluation point)."""
+    by_ipc: dict[int, dict] = {}
+    for name, r in runs.items():
+        ipc, which = r.data["n_images"] // 10, name.rsplit("-", 1)[1]
+        by_ipc.setdefault(ipc, {})[which] = r.data["result_at_declared_iteration"]
+    if not by_ipc:
+        return ["no results to judge"]
+    lines, wins = [], {}
+    for ipc in sorted(by_ipc):
+        res = by_ipc[ipc]
+        if not {"early", "all", "late"} <= res.keys():
+            lines.append(f"IPC {ipc}: incomplete ({', '.join(sorted(res))} present)")
+            continue
+        other = max(("early", "all"), key=lambda k: res[k]["mean"])
+        diff = 100 * (res["late"]["mean"] - res[other]["mean"])
+        spread = 100 * max(res[k]["std"] for k in ("early", "all", "late"))
+        wins[ipc] = diff
+        lines.append(f"IPC {ipc}: early {100 * res['early']['mean']:.1f} %, all "
+                     f"{100 * res['all']['mean']:.1f} %, late {100 * res['late']['mean']:.1f} %: "
+                     f"late {'beats' if diff > 0 else 'loses to'} the better of early/all "
+                     f"({other}) by {abs(diff):.1f} points (largest run-to-run std "
+                     f"{spread:.1f})")
+    if len(wins) >= 2:
+        small, large = min(wins), max(wins)
+        holds_small, holds_large = wins[small] < 0, wins[large] > 0
+        lines.append(f"DATM's claim at this scale: late loses at the small IPC ({small}): "
+                     f"{'yes' if holds_small else 'no'}; late wins at the large IPC ({large}): "
+                     f"{'yes' if holds_large else 'no'}")
+    return lines
+
+
+def committed_or_live(what: str, draw: str, live: dict, live_profile: str) -> tuple[dict, str]:
+    """The committed runs of ``what`` at ``draw`` if there are any, else the live ones; prints how
+    many are present, from which commit, their wall time, and which are missing."""
+    drawn, missing = load_runs(what, draw)
+    if drawn:
+        first = next(iter(drawn.values()))
+        print(f"{draw}: {len(drawn)} of {len(drawn) + len(missing)} runs present; git "
+              f"{first.provenance['sha'][:10]}; "
+              f"{sum(r.provenance['wall_time_s'] for r in drawn.values()) / 60:.0f} min in all")
+    if missing:
+        print(f"missing at {draw}: {', '.join(missing)}")
+    if not drawn:
+        print(f"no committed {draw} runs yet: drawing the live {live_profile} runs instead")
+        return live, live_profile
+    return drawn, draw

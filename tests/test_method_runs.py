@@ -1,0 +1,117 @@
+"""The run sets behind the MTT and DATM pages: plans, DATM's ranges, verdicts, images for display."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ddbook import method_runs as mr
+from ddbook.presets import resolve
+
+
+def test_mtt_plan_respects_the_profile_cap():
+    assert [r.name for r in mr.mtt_plan("quick")] == [f"mtt-cifar10-ipc{i}" for i in (1, 10, 50)]
+    assert [r.name for r in mr.mtt_plan("ci")] == ["mtt-cifar10-ipc1", "mtt-cifar10-ipc10"], \
+        "ci has 20 images per class: IPC 50 is impossible there"
+    assert all(r.baseline_lr == 0.01 for r in mr.mtt_plan("quick"))
+
+
+@pytest.mark.parametrize("epochs, expected", [
+    (100, {"early": (0, 20), "all": (0, 60), "late": (40, 60)}),   # DATM's own expert length
+    (15, {"early": (0, 3), "all": (0, 9), "late": (6, 9)}),
+    (6, {"early": (0, 1), "all": (0, 3), "late": (2, 3)}),
+])
+def test_datm_ranges_scale_with_the_expert_length(epochs, expected):
+    for which, (lo, hi) in expected.items():
+        o = mr.datm_range_overrides(which, epochs, 2)
+        assert (o["match.min_start_epoch"], o["match.max_start_epoch"]) == (lo, hi), (which, o)
+        assert o["match.max_start_epoch"] - 1 + 2 <= epochs, "t + M stays within the trajectory"
+        assert o["match.initial_max_start_epoch"] is None, "one fixed range: no expansion"
+    with pytest.raises(ValueError, match="unknown range"):
+        mr.datm_range_overrides("middle", 15, 2)
+
+
+def test_datm_plan_is_three_ranges_at_two_ipcs_and_resolves():
+    for profile in ("ci", "quick"):
+        plan = mr.datm_plan(profile)
+        assert len(plan) == 6 and len({r.name for r in plan}) == 6, [r.name for r in plan]
+        for r in plan:
+            p = resolve(r.preset, profile, r.overrides)
+            assert p.match.learn_labels and p.soft_labels == "correct-experts", "DATM soft labels"
+            assert p.match.max_start_epoch - 1 + p.match.expert_epochs <= p.experts.epochs
+    quick = {r.name: resolve(r.preset, "quick", r.overrides) for r in mr.datm_plan("quick")}
+    mtt = resolve("mtt-cifar10-ipc10", "quick")
+    assert quick["datm-ranges-ipc10-late"].experts == mtt.experts, \
+        "at quick DATM shares MTT's ZCA experts"
+    assert quick["datm-ranges-ipc500-all"].ipc == 500
+
+
+def _fake(data: dict):
+    class R:  # the parts of results.Result the verdicts read
+        pass
+    r = R()
+    r.data = data
+    return r
+
+
+def _point(mean, std=0.01, runs=2):
+    return {"mean": mean, "std": std, "runs": runs}
+
+
+def test_mtt_verdict_reads_gains_and_the_paper():
+    runs = {f"mtt-cifar10-ipc{i}": _fake({"result_at_declared_iteration": _point(a),
+                                          "baseline": _point(b)})
+            for i, a, b in ((1, 0.30, 0.15), (10, 0.42, 0.30), (50, 0.55, 0.50))}
+    lines = mr.mtt_verdict(runs)
+    assert lines[0].startswith("IPC 1: distilled 30.0 % vs random real 15.0 % (+15.0 points")
+    assert "the paper's gap: +31.9 points (46.3 vs 14.4)" in lines[0], lines[0]
+    assert lines[-1].endswith("shrinks as the IPC grows, as in the paper")
+    runs["mtt-cifar10-ipc50"].data["result_at_declared_iteration"] = _point(0.90)
+    assert "does not shrink" in mr.mtt_verdict(runs)[-1]
+
+
+def test_datm_verdict_reads_both_halves_of_the_claim():
+    def runs_for(ipc, early, all_, late):
+        return {f"datm-ranges-ipc{ipc}-{w}": _fake({"n_images": 10 * ipc,
+                                                    "result_at_declared_iteration": _point(a)})
+                for w, a in (("early", early), ("all", all_), ("late", late))}
+    lines = mr.datm_verdict({**runs_for(10, 0.40, 0.38, 0.30), **runs_for(500, 0.60, 0.61, 0.64)})
+    assert "late loses to the better of early/all (early) by 10.0 points" in lines[0], lines[0]
+    assert "late beats the better of early/all (all) by 3.0 points" in lines[1], lines[1]
+    assert lines[-1].endswith("late wins at the large IPC (500): yes"), lines[-1]
+    assert "late loses at the small IPC (10): yes" in lines[-1]
+    partial = mr.datm_verdict(runs_for(10, 0.4, 0.4, 0.3) | {
+        "datm-ranges-ipc500-late": _fake({"n_images": 5000,
+                                          "result_at_declared_iteration": _point(0.5)})})
+    assert "IPC 500: incomplete (late present)" in partial
+
+
+def test_display_images_undo_the_normalisation(cifar10, monkeypatch):
+    import ddbook.data
+    from ddbook.data import normalize
+    monkeypatch.setattr(ddbook.data, "load_dataset", lambda name: cifar10)
+    raw = cifar10.train.images[:20]
+    x = normalize(raw, cifar10.mean, cifar10.std)
+
+    class R:
+        provenance = {"config": {"dataset": "cifar10", "zca": False}}
+        arrays = {"images": x.numpy(), "classes": cifar10.train.labels[:20].numpy()}
+        data = {}
+    out = mr.display_images(R(), "images")
+    assert out.shape == raw.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    # un-normalised, then an affine stretch per image (plus clipping at ±2.5 std): the pixels
+    # stay almost perfectly correlated with the original uint8 image
+    for i in range(5):
+        r = torch.corrcoef(torch.stack([out[i].flatten(), raw[i].float().flatten()]))[0, 1]
+        assert float(r) > 0.98, (i, float(r))
+    one = mr.display_images(R(), "images", per_class=1)
+    assert len(one) == len(set(cifar10.train.labels[:20].tolist()))
+    with pytest.raises(KeyError, match="not saved"):
+        mr.images_of(R(), "init_images")
+
+
+def test_unknown_run_set_is_refused():
+    with pytest.raises(ValueError, match="unknown run set"):
+        mr.run("everything", "ci")
+    assert json.dumps(mr.WHAT)
