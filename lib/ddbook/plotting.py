@@ -205,7 +205,7 @@ def distill_curves(runs: dict, label: str = "ours", smooth: int = 10, colours: d
         x = np.array([p["iteration"] for p in curve])
         m = np.array([p["mean"] for p in curve]) * 100
         s = np.array([p["std"] or 0.0 for p in curve]) * 100
-        axa.plot(x, m, "-o", ms=3, color=c, ls=ls, label=name)
+        axa.plot(x, m, marker="o", ms=3, color=c, ls=ls, label=name)
         axa.fill_between(x, m - s, m + s, color=c, alpha=0.15)
     axl.set_xlabel("distillation iteration")
     axl.set_ylabel(f"matching loss ({smooth}-iteration average), {label}")

@@ -43,7 +43,7 @@ PROFILES = {
     "ci": Profile("ci", "proves every code path on real CIFAR-10 in seconds; its numbers mean nothing",
                   "≤ 90 s per notebook on 2 CPU cores", 20, 20, 16, 1, 2, 5, 1, False),
     "quick": Profile("quick", "the reduced-scale reproduction run on a 2-core CPU and committed",
-                     "≤ 60 min per figure on 2 CPU cores", None, None, 32, 5, 15, 300, 2, True),
+                     "≤ 60 min per figure on 2 CPU cores", None, None, 32, 3, 15, 300, 2, True),
     "gpu": Profile("gpu", "the largest scale that fits one 9-minute command on one H100",
                    "≤ 9 min per figure on one H100, experts included", None, None, 128, 10, 20, 1000, 3,
                    True),
