@@ -137,7 +137,8 @@ table
 # One image per class, before (the real image it started from) and after distillation. ZCA-whitened
 # sets are un-whitened for display (the inverse of the train-fitted ZCA), the others un-normalised;
 # each image is then clipped at ±2.5 standard deviations around its mean and rescaled, as MTT's own
-# visualisation does.
+# visualisation does (`ddbook.synset.display_uint8`; the results keep these display copies of two
+# images per class, the full sets stay in each run's folder).
 
 # %% mystnb={"figure": {"caption": "For each IPC, the first image of each class: the initial real image (upper row) and the distilled one (lower row), at the profile named on the rows.", "name": "fig-mtt-images"}}
 grid_rows, labels = [], []
@@ -145,8 +146,8 @@ for ipc in method_runs.MTT_IPCS:
     r = shown.get(f"mtt-cifar10-ipc{ipc}")
     if r is None:
         continue
-    for key, what in (("init_images", "initial"), ("images", "distilled")):
-        grid_rows.append(method_runs.display_images(r, key, per_class=1))
+    for which, what in (("initial", "initial"), ("final", "distilled")):
+        grid_rows.append(method_runs.display_images(r, which, per_class=1))
         labels.append(f"IPC {r.data['n_images'] // 10}\n{what}")
 fig = plotting.image_grid(grid_rows, labels) if grid_rows else print("no runs to show")
 
@@ -188,8 +189,8 @@ pd.DataFrame([{"evaluated on": names[n],
 #
 # MTT, DATM and SelMatch save a distilled set as `images_best.pt`, `labels_best.pt` and
 # `lr_best.pt`. `ddbook.synset.load_reference` reads them, and the MTT protocol evaluates them.
-# Nothing is downloaded here; the cell writes our own set in that format and reads it back, which is
-# exactly what a user with the released files does (pointing at their files instead). A
+# Nothing is downloaded here; the cell writes the live run's IPC 10 set in that format and reads it
+# back, which is exactly what a user with the released files does (pointing at their files instead). A
 # ZCA-whitened set (CIFAR-10 IPC 1 and 10) must be evaluated on a test set whitened by the ZCA
 # fitted on the training set (`ddbook.zca.cached_zca`).
 
@@ -199,13 +200,14 @@ from pathlib import Path
 
 from ddbook.synset import load_reference
 
-some = next(iter(shown.values()))
+ours = method_runs.final_set(live["mtt-cifar10-ipc10"])   # the live run's set, full precision
 with tempfile.TemporaryDirectory() as folder:
     f = Path(folder)
-    torch.save(method_runs.images_of(some), f / "images_best.pt")
-    torch.save(torch.as_tensor(some.arrays["labels"]), f / "labels_best.pt")
-    torch.save(torch.tensor(some.data["syn_lr"][-1]), f / "lr_best.pt")
+    torch.save(ours.images, f / "images_best.pt")
+    torch.save(ours.labels, f / "labels_best.pt")
+    torch.save(torch.tensor(ours.syn_lr), f / "lr_best.pt")
     released = load_reference(f / "images_best.pt", f / "labels_best.pt", f / "lr_best.pt")
+assert torch.equal(released.images, ours.images) and torch.equal(released.labels, ours.labels)
 print(f"read {len(released)} images, labels {tuple(released.labels.shape)}, "
       f"step size {released.syn_lr:.5f}; evaluate with ddbook.evaluate.evaluate_mtt(released.images, "
       f"released.labels, released.syn_lr, test_images, test_labels)")

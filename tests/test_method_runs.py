@@ -87,28 +87,36 @@ def test_datm_verdict_reads_both_halves_of_the_claim():
     assert "IPC 500: incomplete (late present)" in partial
 
 
-def test_display_images_undo_the_normalisation(cifar10, monkeypatch):
-    import ddbook.data
+def test_display_copies_undo_the_normalisation(cifar10):
     from ddbook.data import normalize
-    monkeypatch.setattr(ddbook.data, "load_dataset", lambda name: cifar10)
-    raw = cifar10.train.images[:20]
-    x = normalize(raw, cifar10.mean, cifar10.std)
+    from ddbook.synset import display_uint8
+    from ddbook.zca import fit_zca
 
+    raw = cifar10.train.images[:20]
+    out = display_uint8(normalize(raw, cifar10.mean, cifar10.std), None, cifar10.mean, cifar10.std)
+    zca = fit_zca(cifar10.train.images[:2000].float() / 255)
+    out_zca = display_uint8(zca(raw.float() / 255), zca)
+    for shown in (out, out_zca):
+        assert shown.dtype == torch.uint8 and shown.shape == raw.shape
+        # un-normalised (un-whitened), then an affine stretch per image (clipped at ±2.5 std):
+        # the pixels stay almost perfectly correlated with the original image
+        for i in range(5):
+            r = torch.corrcoef(torch.stack([shown[i].flatten().float(), raw[i].flatten().float()]))
+            assert float(r[0, 1]) > 0.97, (i, float(r[0, 1]))
+
+
+def test_display_images_pick_per_class(tmp_path):
     class R:
-        provenance = {"config": {"dataset": "cifar10", "zca": False}}
-        arrays = {"images": x.numpy(), "classes": cifar10.train.labels[:20].numpy()}
-        data = {}
-    out = mr.display_images(R(), "images")
-    assert out.shape == raw.shape and 0 <= float(out.min()) and float(out.max()) <= 1
-    # un-normalised, then an affine stretch per image (plus clipping at ±2.5 std): the pixels
-    # stay almost perfectly correlated with the original uint8 image
-    for i in range(5):
-        r = torch.corrcoef(torch.stack([out[i].flatten(), raw[i].float().flatten()]))[0, 1]
-        assert float(r) > 0.98, (i, float(r))
-    one = mr.display_images(R(), "images", per_class=1)
-    assert len(one) == len(set(cifar10.train.labels[:20].tolist()))
-    with pytest.raises(KeyError, match="not saved"):
-        mr.images_of(R(), "init_images")
+        path = tmp_path / "x.json"
+        arrays = {"display_final": torch.arange(6).view(6, 1, 1, 1).to(torch.uint8),
+                  "display_index": torch.tensor([0, 1, 4, 5, 8, 9]),
+                  "classes": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])}
+        data = {"run_folder": str(tmp_path)}
+    assert mr.display_images(R(), "final", per_class=1).flatten().tolist() == [0, 2, 4]
+    with pytest.raises(KeyError, match="display_initial"):
+        mr.display_images(R(), "initial")
+    with pytest.raises(FileNotFoundError, match="rerun that distillation"):
+        mr.final_set(R())
 
 
 def test_unknown_run_set_is_refused():

@@ -145,8 +145,8 @@ def _cross_arch_one(network: str, profile: str, device=None):
                                 f"mtt-cifar10-ipc10 run at {profile}: run "
                                 f"`python -m ddbook reproduce mtt --profile {profile}` first")
     preset = resolve("mtt-cifar10-ipc10", profile)
-    images, labels = images_of(src), torch.as_tensor(src.arrays["labels"])
-    syn_lr = float(src.data["syn_lr"][-1])          # the learned step size after the last iteration
+    synset = final_set(src)
+    images, labels, syn_lr = synset.images, synset.labels, synset.syn_lr
     data = _data(preset)
     cfg = _cross_eval(network, profile)
     with Timer() as t:
@@ -235,41 +235,34 @@ def load_cross_arch(profile: str) -> tuple[dict, list[str]]:
     return found, missing
 
 
-def images_of(result, key: str = "images") -> torch.Tensor:
-    """The (n, C, H, W) images saved with a distillation result (``images`` or ``init_images``)."""
-    if key not in result.arrays:
-        raise KeyError(f"{key!r} not saved with this result (sets over 16 MB are kept in the run "
-                       f"folder only: {result.data.get('run_folder')})")
-    return torch.as_tensor(result.arrays[key])
+def final_set(result):
+    """The full-precision distilled set of a run (``synset_final.pt`` in its run folder, which
+    lives in the cache, not in the repository)."""
+    from pathlib import Path
+
+    from .synset import load_synset
+
+    path = Path(result.data["run_folder"]) / "synset_final.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is gone (the cache is not kept between machines): rerun "
+                                f"that distillation (`python -m ddbook reproduce ...`) to recreate it")
+    return load_synset(path)
 
 
-def display_images(result, key: str = "images", per_class: int | None = None) -> torch.Tensor:
-    """A run's images (``images`` or ``init_images``) as displayable floats in [0, 1].
-
-    ZCA-whitened sets are un-whitened with the train-fitted ZCA, others un-normalised; then each
-    image is clipped at ±2.5 standard deviations around its mean and rescaled to [0, 1] (MTT's
-    visualisation). ``per_class=k``: the first k images of each class only.
-    """
-    from .data import load_dataset
-    from .zca import cached_zca
-
-    x = images_of(result, key).float()
-    cfg = result.provenance["config"]
-    ds = load_dataset(cfg["dataset"])
-    if cfg["zca"]:
-        x = cached_zca(ds.train.images).invert(x)
-    else:
-        mean, std = (torch.as_tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in (ds.mean, ds.std))
-        x = x * std + mean
-    if per_class is not None:
-        classes = torch.as_tensor(result.arrays["classes"])
-        keep = torch.cat([torch.nonzero(classes == c).flatten()[:per_class]
-                          for c in range(int(classes.max()) + 1)])
-        x = x[keep]
-    mu = x.mean(dim=(1, 2, 3), keepdim=True)
-    sd = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
-    lo, hi = mu - 2.5 * sd, mu + 2.5 * sd
-    return ((x.clamp(lo, hi) - lo) / (hi - lo)).clamp(0, 1)
+def display_images(result, which: str = "final", per_class: int | None = None) -> torch.Tensor:
+    """The display copies saved with a run (``which`` = "final" or "initial"), uint8 (n, C, H, W),
+    ``per_class`` = k: the first k of each class (at most DISPLAY_PER_CLASS were saved)."""
+    key = f"display_{which}"
+    if not result.arrays or key not in result.arrays:
+        raise KeyError(f"{key!r} was not saved with {result.path}; rerun it with this version")
+    x = torch.as_tensor(result.arrays[key])
+    if per_class is None:
+        return x
+    classes = torch.as_tensor(result.arrays["classes"])[torch.as_tensor(
+        result.arrays["display_index"])]
+    keep = torch.cat([torch.nonzero(classes == c).flatten()[:per_class]
+                      for c in range(int(classes.max()) + 1)])
+    return x[keep]
 
 
 def mtt_verdict(runs: dict) -> list[str]:

@@ -380,6 +380,26 @@ def _summary(preset: Preset, result, init_info: dict, folder) -> dict:
             "run_folder": str(folder)}
 
 
+DISPLAY_PER_CLASS = 2   # images per class saved with the results, as uint8, for the pages
+
+
+def _display_arrays(preset: Preset, data, initial, final) -> dict:
+    """What travels with the results (kept small: the repository carries them): labels, classes
+    and split of the whole set, and the first DISPLAY_PER_CLASS images of each class before and
+    after, as display-ready uint8. The full-precision set stays in the run folder."""
+    from .synset import display_uint8
+    from .zca import cached_zca
+
+    ds = data[0]
+    keep = torch.cat([torch.nonzero(final.classes == c).flatten()[:DISPLAY_PER_CLASS]
+                      for c in range(ds.num_classes)])
+    zca = cached_zca(ds.train.images) if preset.zca else None
+    show = lambda x: display_uint8(x[keep], zca, ds.mean, ds.std)  # noqa: E731
+    return {"labels": final.labels, "classes": final.classes, "is_selected": final.is_selected,
+            "display_index": keep, "display_final": show(final.images),
+            "display_initial": show(initial.images)}
+
+
 def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict | None = None,
                folder=None, stop_after: int | None = None, result_name: str | None = None,
                baseline_lr: float | None = None):
@@ -392,8 +412,10 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
     ``result_name`` names the results file instead of the preset (runs with overrides).
     ``baseline_lr``: also evaluate the *initial* set by the preset's protocol with this fixed
     learning rate (MTT's random-real baseline: the DC/DSA protocol's lr 0.01), recorded apart.
-    The initial images travel with the results (arrays ``init_images``) for the side-by-side
-    grids. Returns (results path, DistillResult). Used in: ``python -m ddbook distill``,
+    The results carry labels, classes and split of the whole set and, for the pages' side-by-side
+    grids, the first ``DISPLAY_PER_CLASS`` images per class before and after as display-ready
+    uint8 (``display_initial``, ``display_final``); the full set is ``synset_final.pt`` in the run
+    folder (its path in the results). Returns (results path, DistillResult). Used in: ``python -m ddbook distill``,
     ``ddbook.method_runs``, notebooks.
     """
     from . import paths
@@ -419,11 +441,8 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
             base = evaluate(replace(synset, syn_lr=float(baseline_lr)))
             summary["baseline"] = {**base.to_dict(), "label": f"the initial real images, "
                                    f"{preset.eval_protocol} protocol at a fixed lr {baseline_lr}"}
-    arrays = {"loss": torch.tensor(result.history["loss"])}
-    if result.synset.images.numel() <= 4_000_000:  # up to 16 MB: small sets travel with results
-        arrays.update(images=result.synset.images, is_selected=result.synset.is_selected,
-                      labels=result.synset.labels, init_images=synset.images,
-                      classes=result.synset.classes)
+    arrays = {"loss": torch.tensor(result.history["loss"]), **_display_arrays(preset, data, synset,
+                                                                              result.synset)}
     path = save_result(f"distill/{result_name or preset.name}", profile, summary,
                        run_config(preset, baseline_lr),
                        [preset.loop.seed], timer.seconds, device, arrays=arrays)

@@ -36,7 +36,8 @@ from .networks import functional_forward, get_network
 
 __all__ = ["SyntheticSet", "make_synset", "from_indices", "per_class_random", "noise_images",
            "split_per_class", "correct_indices", "expert_network", "expert_logits",
-           "expert_soft_labels", "save_synset", "load_synset", "load_reference", "FORMAT"]
+           "expert_soft_labels", "save_synset", "load_synset", "load_reference", "display_uint8",
+           "FORMAT"]
 
 FORMAT = "ddbook-synset"
 VERSION = 1
@@ -310,3 +311,24 @@ def load_reference(images_path: str | os.PathLike, labels_path: str | os.PathLik
     meta = {"source": "reference files", "images": str(images_path), "labels": str(labels_path),
             "lr": str(lr_path)}
     return make_synset(images, labels, None, mask, syn_lr, meta)
+
+
+def display_uint8(images: torch.Tensor, zca=None, mean=None, std=None,
+                  clip_std: float = 2.5) -> torch.Tensor:
+    """``images`` as the student saw them -> uint8 (n, C, H, W) for display.
+
+    ZCA-whitened images are un-whitened with ``zca`` (a ``ddbook.zca.ZCA``), others
+    un-normalised with ``mean``/``std``; then each image is clipped at ``clip_std`` standard
+    deviations around its own mean and rescaled to [0, 255] (MTT's visualisation).
+    Used in: presets.run_preset (the display copies saved with the results).
+    """
+    x = images.detach().float().cpu()
+    if zca is not None:
+        x = zca.invert(x)
+    elif mean is not None and std is not None:
+        m, sd = (torch.as_tensor(v, dtype=x.dtype).view(1, -1, 1, 1) for v in (mean, std))
+        x = x * sd + m
+    mu = x.mean(dim=(1, 2, 3), keepdim=True)
+    sd = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+    lo, hi = mu - clip_std * sd, mu + clip_std * sd
+    return ((x.clamp(lo, hi) - lo) / (hi - lo) * 255).round().clamp(0, 255).to(torch.uint8)
