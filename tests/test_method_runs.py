@@ -64,7 +64,7 @@ def test_mtt_verdict_reads_gains_and_the_paper():
                                           "baseline": _point(b)})
             for i, a, b in ((1, 0.30, 0.15), (10, 0.42, 0.30), (50, 0.55, 0.50))}
     lines = mr.mtt_verdict(runs)
-    assert lines[0].startswith("IPC 1: distilled 30.0 % vs random real 15.0 % (+15.0 points")
+    assert lines[0].startswith("IPC 1: distilled 30.0 ± 1.0 % vs random real 15.0 % (+15.0 points")
     assert "the paper's gap: +31.9 points (46.3 vs 14.4)" in lines[0], lines[0]
     assert lines[-1].endswith("shrinks as the IPC grows, as in the paper")
     runs["mtt-cifar10-ipc50"].data["result_at_declared_iteration"] = _point(0.90)
