@@ -142,7 +142,6 @@ pd.DataFrame(rows).set_index(["IPC", "range"]).round(1)
 # probability the labels put on the image's own class before and after distillation.
 
 # %% mystnb={"figure": {"caption": "Softmax probability of the image's own class in the soft labels of the small set (the 'all' run), at initialisation (the correct experts' averaged logits) and after distillation.", "name": "fig-datm-soft-labels"}}
-import numpy as np
 import torch
 
 small = shown.get(f"datm-ranges-ipc{ipcs[0]}-all") if ipcs else None
