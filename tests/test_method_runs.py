@@ -125,3 +125,38 @@ def test_unknown_run_set_is_refused():
     with pytest.raises(ValueError, match="unknown run set"):
         mr.run("everything", "ci")
     assert json.dumps(mr.WHAT)
+
+
+def test_cross_arch_plan_pairs_every_network_with_its_random_baseline():
+    plan = mr.cross_arch_plan("quick")
+    assert plan == ["ConvNet", "ConvNet-random", "ResNet18", "ResNet18-random", "VGG11",
+                    "VGG11-random", "AlexNet", "AlexNet-random"]
+    assert mr._split_piece("VGG11-random") == ("VGG11", True)
+    assert mr._split_piece("AlexNet") == ("AlexNet", False)
+    with pytest.raises(ValueError, match="unknown cross-architecture piece"):
+        mr._split_piece("LeNet")
+    distilled, random = mr._cross_config("VGG11", "quick"), mr._cross_config("VGG11-random", "quick")
+    assert distilled["eval"] == random["eval"], "both sides trained by one protocol"
+    assert random["lr"] == 0.01 and "lr" not in distilled, "the distilled side uses its learned lr"
+    assert distilled["set"] != random["set"], "the two results files cannot be mistaken"
+
+
+def test_cross_arch_rows_and_verdict():
+    def res(mean, std=0.002, runs=2):
+        return _fake({"mean": mean, "std": std, "runs": runs, "epochs": 300})
+    found = {"ConvNet": res(0.42), "ConvNet-random": res(0.26), "VGG11": res(0.15),
+             "VGG11-random": res(0.20), "AlexNet": res(0.21)}
+    rows = {r["network"]: r for r in mr.cross_arch_rows(found)}
+    assert rows["ConvNet"]["gain"] == 16.0 and rows["ConvNet"]["paper (approx.)"] == 64.3
+    assert rows["VGG11"]["gain"] == -5.0
+    assert rows["VGG11"]["kept of ConvNet"] == round(0.15 / 0.42, 3)
+    assert rows["VGG11"]["paper kept of ConvNet"] == round(50.3 / 64.3, 3)
+    assert rows["ResNet18"]["distilled"] is None and rows["AlexNet"]["gain"] is None
+    lines = mr.cross_arch_verdict(found)
+    assert lines[0].startswith("ConvNet-3 (instance norm): distilled 42.0 ± 0.2 % vs random real "
+                               "26.0 % (+16.0 points)"), lines[0]
+    assert "VGG-11: distilled 15.0 ± 0.2 % vs random real 20.0 % (-5.0 points); keeps 36% of its " \
+           "ConvNet accuracy (the paper: 78%)" == lines[2], lines[2]
+    assert lines[1] == "ResNet-18: incomplete (missing: distilled, random real)"
+    assert lines[3] == "AlexNet: incomplete (missing: random real)"
+    assert lines[-1] == "the distilled set beats the random real images at 1/2 architectures"

@@ -7,7 +7,9 @@
   large IPC. The ranges are **ours** (DATM does not state them): early = [0, 20), late = [40, 60),
   all = [0, 60) epochs of DATM's 100-epoch experts, scaled with the profile's expert length;
 - ``cross-arch``: MTT's CIFAR-10 IPC 10 set, distilled on the ConvNet, evaluated on ConvNet,
-  ResNet-18, VGG-11 and AlexNet by MTT's protocol (papers.md §2.5).
+  ResNet-18, VGG-11 and AlexNet by MTT's protocol (papers.md §2.5); beside each, the same
+  network trained on the set's random real initial images (lr 0.01, as the MTT table's baseline),
+  so that each architecture's number has a reference made by the same protocol.
 
 Every run writes its own results file (``results/<profile>/distill/...``, ``.../cross_arch/...``),
 and every distillation checkpoints, so ``python -m ddbook reproduce <what> --profile quick``
@@ -25,7 +27,8 @@ from .profiles import get_profile
 from .results import StaleResultError, Timer, load_result, save_result
 
 __all__ = ["MTT_IPCS", "DATM_RANGES", "datm_plan", "datm_range_overrides", "mtt_plan",
-           "CROSS_ARCH", "cross_arch_plan", "run", "load_runs", "load_cross_arch", "WHAT"]
+           "CROSS_ARCH", "cross_arch_plan", "cross_arch_rows", "cross_arch_verdict", "run",
+           "load_runs", "load_cross_arch", "WHAT"]
 
 MTT_IPCS = (1, 10, 50)
 MTT_BASELINE_LR = 0.01          # DC/DSA's evaluation lr, with which the random rows were made
@@ -35,6 +38,7 @@ CROSS_ARCH = ("ConvNet", "ResNet18", "VGG11", "AlexNet")
 # evaluation epochs of the cross-architecture check where they differ from the MTT runs' own
 # (ci: a ResNet-18 trains at a few images/s on a CPU)
 CROSS_ARCH_EPOCHS = {"ci": 1}
+RANDOM_SUFFIX = "-random"       # cross-arch piece "<network>-random": the random real baseline
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,19 @@ def _run_distill(r: Run, profile: str, device=None):
 
 
 def cross_arch_plan(profile: str) -> list[str]:
-    return list(CROSS_ARCH)
+    """The pieces of the cross-architecture check: per network, the distilled set and the random
+    real baseline (``<network>-random``)."""
+    get_profile(profile)
+    return [n + s for n in CROSS_ARCH for s in ("", RANDOM_SUFFIX)]
+
+
+def _split_piece(piece: str) -> tuple[str, bool]:
+    random = piece.endswith(RANDOM_SUFFIX)
+    network = piece[:-len(RANDOM_SUFFIX)] if random else piece
+    if network not in CROSS_ARCH:
+        raise ValueError(f"unknown cross-architecture piece {piece!r}; choose one of "
+                         f"{cross_arch_plan('ci')}")
+    return network, random
 
 
 def _expected(r: Run, profile: str) -> dict:
@@ -134,28 +150,35 @@ def _load_run(r: Run, profile: str):
     return res if res is not None and res.data.get("finished") else None
 
 
-def _cross_arch_one(network: str, profile: str, device=None):
-    """Evaluate MTT's IPC 10 set (this profile's committed run) on ``network`` by MTT's protocol."""
+def _cross_arch_one(piece: str, profile: str, device=None):
+    """Evaluate MTT's IPC 10 set (this profile's finished run) on a network by MTT's protocol, or,
+    for ``<network>-random``, the set's random real initial images at MTT_BASELINE_LR."""
     from .evaluate import evaluate_mtt
-    from .presets import _data
+    from .presets import _data, _initial_set
 
+    network, random = _split_piece(piece)
     src = _load_run(mtt_plan(profile)[1], profile)
     if src is None:
         raise FileNotFoundError(f"the cross-architecture check evaluates the finished "
                                 f"mtt-cifar10-ipc10 run at {profile}: run "
                                 f"`python -m ddbook reproduce mtt --profile {profile}` first")
     preset = resolve("mtt-cifar10-ipc10", profile)
-    synset = final_set(src)
-    images, labels, syn_lr = synset.images, synset.labels, synset.syn_lr
     data = _data(preset)
+    if random:  # MTT's init is "real": the initial set needs no experts
+        synset, _ = _initial_set(preset, data, None)
+        lr = MTT_BASELINE_LR
+    else:
+        synset = final_set(src)
+        lr = synset.syn_lr
     cfg = _cross_eval(network, profile)
     with Timer() as t:
-        res = evaluate_mtt(images, labels, syn_lr, data[5], data[6], cfg,
+        res = evaluate_mtt(synset.images, synset.labels, lr, data[5], data[6], cfg,
                            num_classes=data[0].num_classes, device=device)
-    return save_result(f"cross_arch/{network}", profile,
-                       {**res.to_dict(), "distilled_on": f"{preset.experts.network} width "
-                        f"{preset.experts.width}", "set_sha": src.provenance["sha"]},
-                       _cross_config(network, profile, cfg), [cfg.seed], t.seconds, device)
+    what = ("the random real images the run starts from" if random else "the distilled set")
+    return save_result(f"cross_arch/{piece}", profile,
+                       {**res.to_dict(), "set": what, "distilled_on": f"{preset.experts.network} "
+                        f"width {preset.experts.width}", "set_sha": src.provenance["sha"]},
+                       _cross_config(piece, profile, cfg), [cfg.seed], t.seconds, device)
 
 
 def _cross_eval(network: str, profile: str):
@@ -169,12 +192,16 @@ def _cross_eval(network: str, profile: str):
                          seed=preset.loop.seed + 1000)
 
 
-def _cross_config(network: str, profile: str, cfg=None) -> dict:
+def _cross_config(piece: str, profile: str, cfg=None) -> dict:
     from dataclasses import asdict
 
+    network, random = _split_piece(piece)
     cfg = cfg or _cross_eval(network, profile)
-    return {"network": network, "eval": asdict(cfg), "set": "mtt-cifar10-ipc10",
-            "set_config": _expected(mtt_plan(profile)[1], profile)}
+    config = {"network": network, "eval": asdict(cfg), "set": "mtt-cifar10-ipc10",
+              "set_config": _expected(mtt_plan(profile)[1], profile)}
+    if random:
+        config.update(set="mtt-cifar10-ipc10 initial (random real)", lr=MTT_BASELINE_LR)
+    return config
 
 
 # ------------------------------------------------------------------------------------------
@@ -191,11 +218,11 @@ def run(what: str, profile: str, device=None, only: str | None = None) -> list:
     get_profile(profile)
     paths = []
     if what == "cross-arch":
-        for net in cross_arch_plan(profile):
-            if only and only not in net:
+        for piece in cross_arch_plan(profile):
+            if only and only not in piece:
                 continue
-            if _load_cross(net, profile) is None:
-                paths.append(_cross_arch_one(net, profile, device))
+            if _load_cross(piece, profile) is None:
+                paths.append(_cross_arch_one(piece, profile, device))
         return paths
     plan = {"mtt": mtt_plan, "datm-ranges": datm_plan}.get(what)
     if plan is None:
@@ -219,19 +246,21 @@ def load_runs(what: str, profile: str) -> tuple[dict, list[str]]:
     return found, missing
 
 
-def _load_cross(network: str, profile: str):
+def _load_cross(piece: str, profile: str):
     try:
-        return load_result(f"cross_arch/{network}", profile, missing_ok=True,
-                           expect_config=_cross_config(network, profile))
+        return load_result(f"cross_arch/{piece}", profile, missing_ok=True,
+                           expect_config=_cross_config(piece, profile))
     except StaleResultError:
         return None
 
 
 def load_cross_arch(profile: str) -> tuple[dict, list[str]]:
+    """{piece: Result} of the finished, current pieces of the cross-architecture check at
+    ``profile`` (pieces: ``<network>`` and ``<network>-random``), and the missing pieces."""
     found, missing = {}, []
-    for net in cross_arch_plan(profile):
-        res = _load_cross(net, profile)
-        (missing.append(net) if res is None else found.__setitem__(net, res))
+    for piece in cross_arch_plan(profile):
+        res = _load_cross(piece, profile)
+        (missing.append(piece) if res is None else found.__setitem__(piece, res))
     return found, missing
 
 
@@ -301,6 +330,66 @@ def mtt_verdict(runs: dict) -> list[str]:
         lines.append(f"IPCs by gain, ours: {order}; the paper's: {porder} ("
                      + ("the same order" if order == porder else "a different order")
                      + f"); our gains are {min(ratio):.0%}–{max(ratio):.0%} of the paper's")
+    return lines
+
+
+CROSS_ARCH_NAMES = {"ConvNet": "ConvNet-3 (instance norm)", "ResNet18": "ResNet-18",
+                    "VGG11": "VGG-11", "AlexNet": "AlexNet"}
+
+
+def _cross_paper() -> dict:
+    from .reference import paper_numbers
+    return {row["eval_network"]: float(row["mean"]) for row in
+            paper_numbers(paper="MTT", where="cross-architecture (Table 2)")}
+
+
+def cross_arch_rows(found: dict) -> list[dict]:
+    """One row per network of the cross-architecture table (accuracies in %, None where a piece is
+    missing): the distilled set, the random real images, the gain, the paper's reading, and the
+    share of the ConvNet's accuracy the set keeps on that network (ours and the paper's)."""
+    paper = _cross_paper()
+    conv = found.get("ConvNet")
+    pconv = paper.get(CROSS_ARCH_NAMES["ConvNet"])
+    rows = []
+    for net in CROSS_ARCH:
+        d, r = found.get(net), found.get(net + RANDOM_SUFFIX)
+        p = paper.get(CROSS_ARCH_NAMES[net])
+        pct = (lambda x: None if x is None else round(100 * x.data["mean"], 2))
+        rows.append({
+            "network": net, "evaluated on": CROSS_ARCH_NAMES[net],
+            "distilled": pct(d), "distilled std": None if d is None else round(100 * d.data["std"], 2),
+            "random real": pct(r),
+            "gain": None if d is None or r is None else round(pct(d) - pct(r), 2),
+            "runs": None if d is None else d.data["runs"],
+            "epochs": None if d is None else d.data["epochs"],
+            "paper (approx.)": p,
+            "kept of ConvNet": None if d is None or conv is None
+            else round(d.data["mean"] / conv.data["mean"], 3),
+            "paper kept of ConvNet": None if p is None or not pconv else round(p / pconv, 3)})
+    return rows
+
+
+def cross_arch_verdict(found: dict) -> list[str]:
+    """Plain statements on the cross-architecture check: per network, does the distilled set beat
+    the random real images trained the same way, and how much of its ConvNet accuracy does it keep
+    (against the paper's reading)."""
+    lines, wins, n = [], 0, 0
+    for row in cross_arch_rows(found):
+        name = row["evaluated on"]
+        if row["distilled"] is None or row["random real"] is None:
+            missing = [k for k in ("distilled", "random real") if row[k] is None]
+            lines.append(f"{name}: incomplete (missing: {', '.join(missing)})")
+            continue
+        n += 1
+        wins += row["gain"] > 0
+        kept = ("" if row["kept of ConvNet"] is None or row["network"] == "ConvNet" else
+                f"; keeps {row['kept of ConvNet']:.0%} of its ConvNet accuracy"
+                + ("" if row["paper kept of ConvNet"] is None else
+                   f" (the paper: {row['paper kept of ConvNet']:.0%})"))
+        lines.append(f"{name}: distilled {row['distilled']:.1f} ± {row['distilled std']:.1f} % vs "
+                     f"random real {row['random real']:.1f} % ({row['gain']:+.1f} points){kept}")
+    if n:
+        lines.append(f"the distilled set beats the random real images at {wins}/{n} architectures")
     return lines
 
 
