@@ -130,11 +130,17 @@ def test_unknown_run_set_is_refused():
 def test_cross_arch_plan_pairs_every_network_with_its_random_baseline():
     plan = mr.cross_arch_plan("quick")
     assert plan == ["ConvNet", "ConvNet-random", "ResNet18", "ResNet18-random", "VGG11",
-                    "VGG11-random", "AlexNet", "AlexNet-random"]
-    assert mr._split_piece("VGG11-random") == ("VGG11", True)
-    assert mr._split_piece("AlexNet") == ("AlexNet", False)
+                    "VGG11-random", "AlexNet", "AlexNet-random", "VGG11-lr0.01"]
+    assert mr._split_piece("VGG11-random") == ("VGG11", True, 0.01)
+    assert mr._split_piece("AlexNet") == ("AlexNet", False, None)
+    assert mr._split_piece("VGG11-lr0.003") == ("VGG11", False, 0.003)
     with pytest.raises(ValueError, match="unknown cross-architecture piece"):
         mr._split_piece("LeNet")
+    for bad in ("VGG11-lrfast", "VGG11-lr-1", "VGG11-lrnan"):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            mr._split_piece(bad)
+    assert mr._cross_config("VGG11-lr0.01", "quick")["set"] == "mtt-cifar10-ipc10", \
+        "the diagnostic trains on the distilled set"
     distilled, random = mr._cross_config("VGG11", "quick"), mr._cross_config("VGG11-random", "quick")
     assert distilled["eval"] == random["eval"], "both sides trained by one protocol"
     assert random["lr"] == 0.01 and "lr" not in distilled, "the distilled side uses its learned lr"
@@ -142,10 +148,11 @@ def test_cross_arch_plan_pairs_every_network_with_its_random_baseline():
 
 
 def test_cross_arch_rows_and_verdict():
-    def res(mean, std=0.002, runs=2):
-        return _fake({"mean": mean, "std": std, "runs": runs, "epochs": 300})
+    def res(mean, std=0.002, runs=2, lr=0.01):
+        return _fake({"mean": mean, "std": std, "runs": runs, "epochs": 300, "lr": lr})
     found = {"ConvNet": res(0.42), "ConvNet-random": res(0.26), "VGG11": res(0.15),
              "VGG11-random": res(0.20), "AlexNet": res(0.21)}
+    found["VGG11"].data["lr"] = 0.0324
     rows = {r["network"]: r for r in mr.cross_arch_rows(found)}
     assert rows["ConvNet"]["gain"] == 16.0 and rows["ConvNet"]["paper (approx.)"] == 64.3
     assert rows["VGG11"]["gain"] == -5.0
@@ -160,3 +167,7 @@ def test_cross_arch_rows_and_verdict():
     assert lines[1] == "ResNet-18: incomplete (missing: distilled, random real)"
     assert lines[3] == "AlexNet: incomplete (missing: random real)"
     assert lines[-1] == "the distilled set beats the random real images at 1/2 architectures"
+    found["VGG11-lr0.01"] = res(0.31, 0.01)
+    assert mr.cross_arch_verdict(found)[-1] == (
+        "diagnostic, VGG-11: the distilled set at a fixed lr 0.01 instead of its learned step size "
+        "(0.0324): 31.0 ± 1.0 % (at the learned step size 15.0 %; random real at 0.01: 20.0 %)")

@@ -39,6 +39,10 @@ CROSS_ARCH = ("ConvNet", "ResNet18", "VGG11", "AlexNet")
 # (ci: a ResNet-18 trains at a few images/s on a CPU)
 CROSS_ARCH_EPOCHS = {"ci": 1}
 RANDOM_SUFFIX = "-random"       # cross-arch piece "<network>-random": the random real baseline
+# cross-arch pieces "<network>-lr<x>": the distilled set trained at a fixed lr x instead of its
+# learned step size; a diagnostic that separates "the set does not transfer" from "the learned
+# step size does not suit that network" (VGG-11 does not fit the set at the learned lr at quick)
+CROSS_ARCH_DIAGNOSTICS = ("VGG11-lr0.01",)
 
 
 @dataclass(frozen=True)
@@ -122,18 +126,29 @@ def _run_distill(r: Run, profile: str, device=None):
 
 def cross_arch_plan(profile: str) -> list[str]:
     """The pieces of the cross-architecture check: per network, the distilled set and the random
-    real baseline (``<network>-random``)."""
+    real baseline (``<network>-random``); then the diagnostics (``<network>-lr<x>``)."""
     get_profile(profile)
-    return [n + s for n in CROSS_ARCH for s in ("", RANDOM_SUFFIX)]
+    return [n + s for n in CROSS_ARCH for s in ("", RANDOM_SUFFIX)] + list(CROSS_ARCH_DIAGNOSTICS)
 
 
-def _split_piece(piece: str) -> tuple[str, bool]:
-    random = piece.endswith(RANDOM_SUFFIX)
-    network = piece[:-len(RANDOM_SUFFIX)] if random else piece
+def _split_piece(piece: str) -> tuple[str, bool, float | None]:
+    """``piece`` -> (network, random real?, fixed lr or None for the learned step size)."""
+    network, random, lr = piece, False, None
+    if piece.endswith(RANDOM_SUFFIX):
+        network, random, lr = piece[:-len(RANDOM_SUFFIX)], True, MTT_BASELINE_LR
+    elif "-lr" in piece:
+        network, _, x = piece.partition("-lr")
+        try:
+            lr = float(x)
+        except ValueError:
+            lr = math.nan
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"cross-architecture piece {piece!r}: the fixed lr after '-lr' must "
+                             f"be a positive number, e.g. VGG11-lr0.01")
     if network not in CROSS_ARCH:
         raise ValueError(f"unknown cross-architecture piece {piece!r}; choose one of "
                          f"{cross_arch_plan('ci')}")
-    return network, random
+    return network, random, lr
 
 
 def _expected(r: Run, profile: str) -> dict:
@@ -156,7 +171,7 @@ def _cross_arch_one(piece: str, profile: str, device=None):
     from .evaluate import evaluate_mtt
     from .presets import _data, _initial_set
 
-    network, random = _split_piece(piece)
+    network, random, fixed_lr = _split_piece(piece)
     src = _load_run(mtt_plan(profile)[1], profile)
     if src is None:
         raise FileNotFoundError(f"the cross-architecture check evaluates the finished "
@@ -169,12 +184,13 @@ def _cross_arch_one(piece: str, profile: str, device=None):
         lr = MTT_BASELINE_LR
     else:
         synset = final_set(src)
-        lr = synset.syn_lr
+        lr = synset.syn_lr if fixed_lr is None else fixed_lr
     cfg = _cross_eval(network, profile)
     with Timer() as t:
         res = evaluate_mtt(synset.images, synset.labels, lr, data[5], data[6], cfg,
                            num_classes=data[0].num_classes, device=device)
-    what = ("the random real images the run starts from" if random else "the distilled set")
+    what = ("the random real images the run starts from" if random else "the distilled set"
+            + ("" if fixed_lr is None else f" at a fixed lr {fixed_lr} (diagnostic)"))
     return save_result(f"cross_arch/{piece}", profile,
                        {**res.to_dict(), "set": what, "distilled_on": f"{preset.experts.network} "
                         f"width {preset.experts.width}", "set_sha": src.provenance["sha"]},
@@ -195,12 +211,14 @@ def _cross_eval(network: str, profile: str):
 def _cross_config(piece: str, profile: str, cfg=None) -> dict:
     from dataclasses import asdict
 
-    network, random = _split_piece(piece)
+    network, random, fixed_lr = _split_piece(piece)
     cfg = cfg or _cross_eval(network, profile)
     config = {"network": network, "eval": asdict(cfg), "set": "mtt-cifar10-ipc10",
               "set_config": _expected(mtt_plan(profile)[1], profile)}
     if random:
-        config.update(set="mtt-cifar10-ipc10 initial (random real)", lr=MTT_BASELINE_LR)
+        config.update(set="mtt-cifar10-ipc10 initial (random real)")
+    if fixed_lr is not None:
+        config.update(lr=fixed_lr)
     return config
 
 
@@ -390,6 +408,21 @@ def cross_arch_verdict(found: dict) -> list[str]:
                      f"random real {row['random real']:.1f} % ({row['gain']:+.1f} points){kept}")
     if n:
         lines.append(f"the distilled set beats the random real images at {wins}/{n} architectures")
+    for piece in CROSS_ARCH_DIAGNOSTICS:
+        r = found.get(piece)
+        if r is None:
+            continue
+        network, _, lr = _split_piece(piece)
+        learned, rand = found.get(network), found.get(network + RANDOM_SUFFIX)
+        lines.append(
+            f"diagnostic, {CROSS_ARCH_NAMES[network]}: the distilled set at a fixed lr {lr:g} "
+            f"instead of its learned step size"
+            + ("" if learned is None else f" ({learned.data['lr']:.4f})")
+            + f": {100 * r.data['mean']:.1f} ± {100 * r.data['std']:.1f} %"
+            + ("" if learned is None else f" (at the learned step size {100 * learned.data['mean']:.1f} %")
+            + ("" if rand is None else f"{'; ' if learned else ' ('}random real at {MTT_BASELINE_LR:g}: "
+               f"{100 * rand.data['mean']:.1f} %")
+            + (")" if learned is not None or rand is not None else ""))
     return lines
 
 
