@@ -408,6 +408,9 @@ def cross_arch_verdict(found: dict) -> list[str]:
                      f"random real {row['random real']:.1f} % ({row['gain']:+.1f} points){kept}")
     if n:
         lines.append(f"the distilled set beats the random real images at {wins}/{n} architectures")
+    def pct(x):  # rounded as in the table rows, so that both print the same digits
+        return round(100 * x, 2)
+
     for piece in CROSS_ARCH_DIAGNOSTICS:
         r = found.get(piece)
         if r is None:
@@ -418,10 +421,10 @@ def cross_arch_verdict(found: dict) -> list[str]:
             f"diagnostic, {CROSS_ARCH_NAMES[network]}: the distilled set at a fixed lr {lr:g} "
             f"instead of its learned step size"
             + ("" if learned is None else f" ({learned.data['lr']:.4f})")
-            + f": {100 * r.data['mean']:.1f} ± {100 * r.data['std']:.1f} %"
-            + ("" if learned is None else f" (at the learned step size {100 * learned.data['mean']:.1f} %")
+            + f": {pct(r.data['mean']):.1f} ± {pct(r.data['std']):.1f} %"
+            + ("" if learned is None else f" (at the learned step size {pct(learned.data['mean']):.1f} %")
             + ("" if rand is None else f"{'; ' if learned else ' ('}random real at {MTT_BASELINE_LR:g}: "
-               f"{100 * rand.data['mean']:.1f} %")
+               f"{pct(rand.data['mean']):.1f} %")
             + (")" if learned is not None or rand is not None else ""))
     return lines
 
