@@ -80,6 +80,9 @@ from ddbook.results import Timer
 
 with Timer() as t:
     method_runs.run("mtt", P.name)
+    # the IPC 10 set itself (not only its results) feeds the cross-architecture check and the
+    # released-format round trip below: recreate it if this machine's cache lost it
+    method_runs.run("mtt", P.name, only="ipc10", need_sets=True)
 live, live_missing = method_runs.load_runs("mtt", P.name)
 print(f"{len(live)} runs present, {len(live_missing)} missing, {t.seconds:.0f} s")
 pd.DataFrame([{"run": n, "loss first": r.data["loss"][0], "loss last": r.data["loss"][-1],

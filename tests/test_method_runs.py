@@ -171,3 +171,20 @@ def test_cross_arch_rows_and_verdict():
     assert mr.cross_arch_verdict(found)[-1] == (
         "diagnostic, VGG-11: the distilled set at a fixed lr 0.01 instead of its learned step size "
         "(0.0324): 31.0 ± 1.0 % (at the learned step size 15.0 %; random real at 0.01: 20.0 %)")
+
+
+def test_need_sets_reruns_a_finished_run_whose_set_the_cache_lost(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    done = _fake({"run_folder": str(folder), "finished": True})
+    calls = []
+    monkeypatch.setattr(mr, "_load_run", lambda r, profile: done)
+    monkeypatch.setattr(mr, "_run_distill", lambda r, profile, device=None:
+                        calls.append(r.name) or (f"{r.name}.json", None))
+    assert mr.run("mtt", "ci") == [] and calls == [], "finished runs are not rerun"
+    assert not mr.has_final_set(done)
+    assert mr.run("mtt", "ci", only="ipc10", need_sets=True) == ["mtt-cifar10-ipc10.json"]
+    assert calls == ["mtt-cifar10-ipc10"], "only the run whose set is needed, and gone"
+    (folder / "synset_final.pt").write_bytes(b"")
+    assert mr.has_final_set(done)
+    assert mr.run("mtt", "ci", need_sets=True) == [], "a set still in the cache is not remade"

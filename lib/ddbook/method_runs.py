@@ -28,7 +28,7 @@ from .results import StaleResultError, Timer, load_result, save_result
 
 __all__ = ["MTT_IPCS", "DATM_RANGES", "datm_plan", "datm_range_overrides", "mtt_plan",
            "CROSS_ARCH", "cross_arch_plan", "cross_arch_rows", "cross_arch_verdict", "run",
-           "load_runs", "load_cross_arch", "WHAT"]
+           "load_runs", "load_cross_arch", "final_set", "has_final_set", "WHAT"]
 
 MTT_IPCS = (1, 10, 50)
 MTT_BASELINE_LR = 0.01          # DC/DSA's evaluation lr, with which the random rows were made
@@ -228,10 +228,13 @@ def _cross_config(piece: str, profile: str, cfg=None) -> dict:
 WHAT = ("mtt", "datm-ranges", "cross-arch")
 
 
-def run(what: str, profile: str, device=None, only: str | None = None) -> list:
+def run(what: str, profile: str, device=None, only: str | None = None,
+        need_sets: bool = False) -> list:
     """Run every missing piece of ``what`` at ``profile`` (resumable); return the results paths.
 
     ``only``: run just the pieces whose name contains it (e.g. ``ipc10``, ``late``, ``VGG11``).
+    ``need_sets``: also rerun a finished distillation whose full set (``synset_final.pt`` in its
+    run folder, in the cache) is gone, for a caller that needs the set and not only its results.
     """
     get_profile(profile)
     paths = []
@@ -248,7 +251,8 @@ def run(what: str, profile: str, device=None, only: str | None = None) -> list:
     for r in plan(profile):
         if only and only not in r.name:
             continue
-        if _load_run(r, profile) is None:
+        res = _load_run(r, profile)
+        if res is None or (need_sets and not has_final_set(res)):
             paths.append(_run_distill(r, profile, device)[0])
     return paths
 
@@ -280,6 +284,14 @@ def load_cross_arch(profile: str) -> tuple[dict, list[str]]:
         res = _load_cross(piece, profile)
         (missing.append(piece) if res is None else found.__setitem__(piece, res))
     return found, missing
+
+
+def has_final_set(result) -> bool:
+    """Whether the full set of a run is still in its run folder (the cache)."""
+    from pathlib import Path
+
+    folder = result.data.get("run_folder")
+    return bool(folder) and (Path(folder) / "synset_final.pt").exists()
 
 
 def final_set(result):
