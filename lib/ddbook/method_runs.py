@@ -278,7 +278,8 @@ def _load_cross(piece: str, profile: str):
 
 def load_cross_arch(profile: str) -> tuple[dict, list[str]]:
     """{piece: Result} of the finished, current pieces of the cross-architecture check at
-    ``profile`` (pieces: ``<network>`` and ``<network>-random``), and the missing pieces."""
+    ``profile`` (pieces: ``<network>``, ``<network>-random`` and the diagnostics), and the
+    missing pieces."""
     found, missing = {}, []
     for piece in cross_arch_plan(profile):
         res = _load_cross(piece, profile)
@@ -367,6 +368,11 @@ CROSS_ARCH_NAMES = {"ConvNet": "ConvNet-3 (instance norm)", "ResNet18": "ResNet-
                     "VGG11": "VGG-11", "AlexNet": "AlexNet"}
 
 
+def _pct(x: float) -> float:
+    """A fraction as a percentage, rounded as the cross-architecture table and verdict print it."""
+    return round(100 * x, 2)
+
+
 def _cross_paper() -> dict:
     from .reference import paper_numbers
     return {row["eval_network"]: float(row["mean"]) for row in
@@ -384,10 +390,10 @@ def cross_arch_rows(found: dict) -> list[dict]:
     for net in CROSS_ARCH:
         d, r = found.get(net), found.get(net + RANDOM_SUFFIX)
         p = paper.get(CROSS_ARCH_NAMES[net])
-        pct = (lambda x: None if x is None else round(100 * x.data["mean"], 2))
+        pct = (lambda x: None if x is None else _pct(x.data["mean"]))
         rows.append({
             "network": net, "evaluated on": CROSS_ARCH_NAMES[net],
-            "distilled": pct(d), "distilled std": None if d is None else round(100 * d.data["std"], 2),
+            "distilled": pct(d), "distilled std": None if d is None else _pct(d.data["std"]),
             "random real": pct(r),
             "gain": None if d is None or r is None else round(pct(d) - pct(r), 2),
             "runs": None if d is None else d.data["runs"],
@@ -420,9 +426,6 @@ def cross_arch_verdict(found: dict) -> list[str]:
                      f"random real {row['random real']:.1f} % ({row['gain']:+.1f} points){kept}")
     if n:
         lines.append(f"the distilled set beats the random real images at {wins}/{n} architectures")
-    def pct(x):  # rounded as in the table rows, so that both print the same digits
-        return round(100 * x, 2)
-
     for piece in CROSS_ARCH_DIAGNOSTICS:
         r = found.get(piece)
         if r is None:
@@ -433,10 +436,11 @@ def cross_arch_verdict(found: dict) -> list[str]:
             f"diagnostic, {CROSS_ARCH_NAMES[network]}: the distilled set at a fixed lr {lr:g} "
             f"instead of its learned step size"
             + ("" if learned is None else f" ({learned.data['lr']:.4f})")
-            + f": {pct(r.data['mean']):.1f} ± {pct(r.data['std']):.1f} %"
-            + ("" if learned is None else f" (at the learned step size {pct(learned.data['mean']):.1f} %")
-            + ("" if rand is None else f"{'; ' if learned else ' ('}random real at {MTT_BASELINE_LR:g}: "
-               f"{pct(rand.data['mean']):.1f} %")
+            + f": {_pct(r.data['mean']):.1f} ± {_pct(r.data['std']):.1f} %"
+            + ("" if learned is None else
+               f" (at the learned step size {_pct(learned.data['mean']):.1f} %")
+            + ("" if rand is None else f"{'; ' if learned else ' ('}random real at "
+               f"{MTT_BASELINE_LR:g}: {_pct(rand.data['mean']):.1f} %")
             + (")" if learned is not None or rand is not None else ""))
     return lines
 
