@@ -14,16 +14,16 @@ def test_points_cover_grid_and_random():
     pts = ws.sweep_points(TINY)
     assert pts == [(0.1, 0.0, 0), (0.1, 0.5, 0), (0.1, None, 0)], pts
     quick = ws.sweep_points(ws.sweep_config("quick"))
-    assert len(quick) == 2 * (10 + 10 + 9 + 8 + 4), "the scripts' β grids, 2 runs, plus random"
+    assert len(quick) == 3 * (10 + 10 + 9 + 8 + 4), "the scripts' β grids, 3 runs, plus random"
 
 
 def test_sweep_writes_one_file_per_point_and_resumes(cifar10, tmp_path, monkeypatch):
     monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path))
     assert ws.run_sweep(cifar10, "ci", device="cpu", config=TINY) == 3
-    files = sorted(p.name for p in (tmp_path / "ci" / "selmatch_fig3").glob("*.json"))
+    files = sorted(p.name for p in (tmp_path / "ci" / "selmatch_fig3_u20").glob("*.json"))
     assert files == ["r0.10_b0.0_run0.json", "r0.10_b0.5_run0.json", "r0.10_random_run0.json"]
     first = ws.load_sweep("ci", TINY)[0]
-    (tmp_path / "ci" / "selmatch_fig3" / "r0.10_b0.5_run0.json").unlink()   # an interrupted sweep
+    (tmp_path / "ci" / "selmatch_fig3_u20" / "r0.10_b0.5_run0.json").unlink()   # an interrupted sweep
     assert ws.run_sweep(cifar10, "ci", device="cpu", config=TINY) == 1, "only the missing point reruns"
     again, missing = ws.load_sweep("ci", TINY)
     assert not missing and again["accuracy"].tolist() == first["accuracy"].tolist(), \

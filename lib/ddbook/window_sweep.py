@@ -51,7 +51,11 @@ class SweepConfig:
 SWEEPS = {
     "ci": SweepConfig(ratios=(0.1, 0.3), beta_step=0.3, runs=1, width=8, steps=6,
                       train_per_class=60, test_per_class=20),
-    "quick": SweepConfig(),
+    # quick: a scale model (the first 500 images of each class, the full test set), in which 2,000
+    # steps of 128 are 1,024 / 512 / 256 / 171 epochs of the 5 / 10 / 20 / 30 % subsets (the
+    # paper's 1000 / 500 / 250 / 167), the networks fit their subsets and random accuracy rises
+    # with the ratio; 3 runs per point so that best-of-grid picks can be cross-fitted
+    "quick": SweepConfig(runs=3, steps=2000, train_per_class=500),
     "gpu": SweepConfig(runs=3, network="ResNet18BN", width=None, steps=4000),
     # paper: 5 runs of ResNet18BN for 1000 epochs at 5 % (2,500 images, batch 128: ≈ 20,000 steps)
     "paper": SweepConfig(runs=5, network="ResNet18BN", width=None, steps=20_000),
@@ -75,9 +79,15 @@ def sweep_points(config: SweepConfig) -> list[tuple[float, float | None, int]]:
     return points
 
 
-def _point_name(ratio: float, beta: float | None, run: int) -> str:
+def _folder(config: SweepConfig) -> str:
+    """``selmatch_fig3`` on the full training set, ``selmatch_fig3_u<U>`` in a U-per-class universe
+    (so that sweeps of different universes never share, or overwrite, a results file)."""
+    return NAME if config.train_per_class is None else f"{NAME}_u{config.train_per_class}"
+
+
+def _point_name(config: SweepConfig, ratio: float, beta: float | None, run: int) -> str:
     b = "random" if beta is None else f"b{beta:.1f}"
-    return f"{NAME}/r{ratio:.2f}_{b}_run{run}"
+    return f"{_folder(config)}/r{ratio:.2f}_{b}_run{run}"
 
 
 def _data(dataset: Dataset, config: SweepConfig):
@@ -116,16 +126,19 @@ def run_point(dataset: Dataset, config: SweepConfig, profile: str, ratio: float,
     res = evaluate_selmatch(x, train.labels[idx], xt, test.labels, config=evc, ratio=ratio,
                             num_classes=dataset.num_classes, device=device)
     data_out = {"accuracy": res.accuracies[0], "ipc": ipc, "subset_size": len(idx),
-                "epochs": res.epochs, "steps": res.steps,
-                "mean_score": float(scores.values[idx].mean()), "eval_point": res.eval_point}
-    return save_result(_point_name(ratio, beta, run), profile, data_out,
+                "epochs": res.epochs, "steps": res.steps, "train_loss": res.train_loss[0],
+                "mean_score": float(scores.values[idx].mean()), "eval_point": res.eval_point,
+                "n_test": int(res.correct.shape[1])}
+    # per-test-example correctness (packed bits, test-set order) for easy/hard accuracy later
+    arrays = {"correct_bits": np.packbits(np.asarray(res.correct[0], dtype=bool))}
+    return save_result(_point_name(config, ratio, beta, run), profile, data_out,
                        _point_config(config, ratio, beta, run), [config.seed + run],
-                       res.wall_time_s, device)
+                       res.wall_time_s, device, arrays=arrays)
 
 
 def _is_current(profile: str, config: SweepConfig, ratio, beta, run) -> bool:
     try:
-        return load_result(_point_name(ratio, beta, run), profile, missing_ok=True,
+        return load_result(_point_name(config, ratio, beta, run), profile, missing_ok=True,
                            expect_config=_point_config(config, ratio, beta, run)) is not None
     except StaleResultError:
         return False          # made from another config: recompute it
@@ -167,7 +180,7 @@ def load_sweep(profile: str, config: SweepConfig | None = None):
     config = config or sweep_config(profile)
     rows, missing = [], []
     for ratio, beta, run in sweep_points(config):
-        r = load_result(_point_name(ratio, beta, run), profile, missing_ok=True,
+        r = load_result(_point_name(config, ratio, beta, run), profile, missing_ok=True,
                         expect_config=_point_config(config, ratio, beta, run))
         if r is None:
             missing.append((ratio, beta, run))
