@@ -1,0 +1,260 @@
+"""Fused CPU autograd kernels for the distillation student, and the ConvNet replayed through them.
+
+Trajectory matching differentiates through SGD steps of a student, so every layer's backward is
+itself differentiated (double backward). PyTorch's stock CPU kernels for instance norm and 2x2
+average pooling are slow there; this module writes them out as ``torch.autograd.Function``s whose
+backward passes are again differentiable functions with written-out formulas:
+
+- ``_AvgPool2``: 2x2 mean pooling as a linear map (its adjoint ``_unpool2``; any derivative order
+  costs one pass);
+- ``_InstanceNorm`` (+ ``_InstanceNormBackward``): instance norm with its first and second
+  derivatives in closed form;
+- ``_InstanceReLUPool`` (+ ``_InstanceReLUPoolBackward``): instance norm -> ReLU -> 2x2 mean pool
+  fused in one op (the tail of every ConvNet block).
+
+``convnet_plan(model)`` turns a ConvNet into a list of functional ops over a parameter dict
+(fused where the pattern allows, stock ``torch.nn.functional`` otherwise), or None when a layer is
+not covered; :func:`ddbook.matching.make_student` builds the student from it. Nothing here changes
+the arithmetic of the algorithm: tests/test_matching.py checks every kernel with gradcheck and
+gradgradcheck and the student against an ``nn.Module`` SGD loop.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .networks import ConvNet
+
+__all__ = ["convnet_plan"]
+
+
+def _pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 mean pooling of (B, C, H, W), H and W even, as two strided adds (fast on the CPU)."""
+    rows = x[:, :, 0::2] + x[:, :, 1::2]                       # (B, C, H/2, W)
+    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)      # (B, C, H/2, W/2)
+
+
+def _unpool2(grad: torch.Tensor) -> torch.Tensor:
+    """The adjoint of _pool2: each value, times 1/4, copied to its 2x2 block (W first, then H)."""
+    n, c, h, w = grad.shape
+    row = (grad * 0.25).unsqueeze(-1).expand(n, c, h, w, 2).reshape(n, c, h, 2 * w)
+    return row.unsqueeze(3).expand(n, c, h, 2, 2 * w).reshape(n, c, 2 * h, 2 * w)
+
+
+class _AvgPool2(torch.autograd.Function):
+    """2x2 mean pooling as a linear map whose backward (and backward of that) is again linear:
+    pooling and its adjoint call each other, so any order of derivative costs one pass."""
+
+    @staticmethod
+    def forward(x):
+        return _pool2(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AvgPool2Adjoint.apply(grad)
+
+
+class _AvgPool2Adjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(grad):
+        return _unpool2(grad)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AvgPool2.apply(grad)
+
+
+def _in_backward(gy, x, weight, mean, rstd):
+    """(gx, g_weight, g_bias) of instance norm: the native kernel (papers.md §1.1 norm)."""
+    n, c, h, w = x.shape
+    return torch.ops.aten.native_group_norm_backward(gy, x, mean, rstd, weight, n, c, h * w, c,
+                                                     [True, True, True])
+
+
+def _in_double_backward(gy, x, weight, mean, rstd, a_x, a_w, a_b):
+    """Gradients (gy, x, weight) of <a_x, gx> + <a_w, g_weight> + <a_b, g_bias>.
+
+    With xh = (x - mu) r, g = w gy and P(v) = v - mean(v) - xh mean(v xh) (per sample and
+    channel, over the S pixels): gx = r P(g), g_w = sum gy xh, g_b = sum gy. So d/dgy =
+    w r P(A) + a_w xh + a_b; d/dw = sum r <A, P(gy)>; d/dx = r P(v) - (r^2 w <A, P(gy)> / S) xh,
+    v = -r w mean(gy xh) A + (a_w - r w <A, xh>/S) gy. Checked by gradgradcheck (tests).
+    """
+    n, c, h, w = x.shape
+    s = h * w
+    x3, gy3 = x.reshape(n, c, s), gy.reshape(n, c, s)               # (N, C, S)
+    mu, r, gam = mean.view(n, c, 1), rstd.view(n, c, 1), weight.view(1, c, 1)
+    a_w = (torch.zeros_like(weight) if a_w is None else a_w).view(1, c, 1)
+    a_b = (torch.zeros_like(weight) if a_b is None else a_b).view(1, c, 1)
+    sg = gy3.sum(-1, keepdim=True)                                   # (N, C, 1) sums over S
+    gy_bar, gy_xh = sg / s, r * (torch.linalg.vecdot(gy3, x3).unsqueeze(-1) - mu * sg) / s
+    a3 = None if a_x is None else a_x.reshape(n, c, s)
+    zero = torch.zeros_like(sg)
+    sa = zero if a3 is None else a3.sum(-1, keepdim=True)
+    a_xh = zero if a3 is None else r * (torch.linalg.vecdot(a3, x3).unsqueeze(-1) - mu * sa)
+    a_gy = zero if a3 is None else torch.linalg.vecdot(a3, gy3).unsqueeze(-1)
+    inner = a_gy - sa * gy_bar - a_xh * gy_xh                        # <A, P(gy)>
+    cx = (a_w - gam * r * a_xh / s) * r                              # d/dgy: coefficient of x
+    g_gy = x3 * cx + (a_b - gam * r * sa / s - cx * mu)
+    c1, c2 = -r * gam * gy_xh, a_w - r * gam * a_xh / s              # v = c1 A + c2 gy
+    k3 = -(r * (c1 * a_xh / s + c2 * gy_xh) + r * r * gam * inner / s)
+    k4 = -r * (c1 * sa / s + c2 * gy_bar)
+    g_x = torch.addcmul(x3 * (k3 * r) + (k4 - k3 * r * mu), gy3, r * c2)
+    if a3 is not None:
+        g_gy = torch.addcmul(g_gy, a3, gam * r)
+        g_x = torch.addcmul(g_x, a3, r * c1)
+    return g_gy.view_as(gy), g_x.view_as(x), (r * inner).sum((0, 2))
+
+
+class _InstanceNorm(torch.autograd.Function):
+    """GroupNorm(C, C) (instance norm, per-channel affine) whose backward is _InstanceNormBackward:
+    the stock double backward of group norm is a long chain of full-size elementwise ops."""
+
+    @staticmethod
+    def forward(x, weight, bias, eps):
+        n, c, h, w = x.shape
+        return torch.ops.aten.native_group_norm(x, weight, bias, n, c, h * w, c, eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.save_for_backward(inputs[0], inputs[1], output[1], output[2])
+
+    @staticmethod
+    def backward(ctx, grad, _mean, _rstd):
+        return (*_InstanceNormBackward.apply(grad, *ctx.saved_tensors), None)
+
+
+class _InstanceNormBackward(torch.autograd.Function):
+    """(gx, g_weight, g_bias) of instance norm from gy, with a written-out backward."""
+
+    @staticmethod
+    def forward(grad, x, weight, mean, rstd):
+        return _in_backward(grad, x, weight, mean, rstd)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, a_x, a_w, a_b):
+        return (*_in_double_backward(*ctx.saved_tensors, a_x, a_w, a_b), None, None)
+
+
+class _InstanceReLUPool(torch.autograd.Function):
+    """pool2(relu(instance_norm(z))), one ConvNet block's tail, saving z, its statistics and a
+    1-byte mask instead of the ReLU output and the gradients that the stock ops keep: the unrolled
+    graph needs about a third less memory, with the same maths."""
+
+    @staticmethod
+    def forward(z, weight, bias, eps):
+        n, c, h, w = z.shape
+        y, mean, rstd = torch.ops.aten.native_group_norm(z, weight, bias, n, c, h * w, c, eps)
+        mask = (y > 0).view(torch.uint8)   # (B, C, H, W); uint8 multiplies faster than bool
+        return _pool2(y.relu_()), mean, rstd, mask
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.save_for_backward(inputs[0], inputs[1], *output[1:])
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        return (*_InstanceReLUPoolBackward.apply(grad, *ctx.saved_tensors), None)
+
+
+class _InstanceReLUPoolBackward(torch.autograd.Function):
+    """(gz, g_weight, g_bias) from the pooled gradient; keeps that (1/4 size), not gy."""
+
+    @staticmethod
+    def forward(grad, z, weight, mean, rstd, mask):
+        return _in_backward(_unpool2(grad) * mask, z, weight, mean, rstd)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, a_z, a_w, a_b):
+        grad, z, weight, mean, rstd, mask = ctx.saved_tensors
+        g_gy, g_z, g_w = _in_double_backward(_unpool2(grad) * mask, z, weight, mean, rstd,
+                                             a_z, a_w, a_b)
+        return _pool2(g_gy * mask), g_z, g_w, None, None, None
+
+
+def _avg_pool(x: torch.Tensor) -> torch.Tensor:
+    if x.device.type == "cpu" and x.is_contiguous() and x.shape[-1] % 2 == 0 == x.shape[-2] % 2:
+        return _AvgPool2.apply(x)  # avg_pool2d's CPU kernels are slow on NCHW (~5x a copy)
+    return F.avg_pool2d(x, 2)
+
+
+def _layer_op(m: nn.Module, name: str) -> Callable | None:
+    """``op(params, x)`` computing module ``m`` (parameters under ``name.``), or None if unknown."""
+    w, b = f"{name}.weight", f"{name}.bias"
+    if type(m) is nn.Conv2d:
+        return lambda p, x: F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
+    if type(m) is nn.GroupNorm and m.affine and m.num_groups == m.num_channels:
+        return lambda p, x: _InstanceNorm.apply(x, p[w], p[b], m.eps)[0]
+    if type(m) is nn.GroupNorm and m.affine:
+        return lambda p, x: F.group_norm(x, m.num_groups, p[w], p[b], m.eps)
+    if type(m) is nn.BatchNorm2d and m.affine:  # batch statistics; running ones play no role
+        return lambda p, x: F.batch_norm(x, None, None, p[w], p[b], True, 0.0, m.eps)
+    if type(m) is nn.LayerNorm and m.elementwise_affine:
+        return lambda p, x: F.layer_norm(x, m.normalized_shape, p[w], p[b], m.eps)
+    if type(m) in (nn.ReLU, nn.Sigmoid, nn.LeakyReLU):
+        act = {nn.ReLU: F.relu, nn.Sigmoid: torch.sigmoid,
+               nn.LeakyReLU: lambda x: F.leaky_relu(x, m.negative_slope)}[type(m)]
+        return lambda p, x: act(x)
+    if _is_pool2(m):
+        return lambda p, x: _avg_pool(x)
+    if type(m) is nn.MaxPool2d:
+        return lambda p, x: F.max_pool2d(x, m.kernel_size, m.stride, m.padding)
+    return None
+
+
+def _is_pool2(m: nn.Module) -> bool:
+    return (type(m) is nn.AvgPool2d and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
+            and m.padding in (0, (0, 0)) and not m.ceil_mode)
+
+
+def _tail_op(mods: list, i: int) -> Callable | None:
+    """The fused op for instance norm -> ReLU -> 2x2 mean pool at ``mods[i:i + 3]``, or None."""
+    norm = mods[i]
+    if not (i + 2 < len(mods) and type(norm) is nn.GroupNorm and norm.affine
+            and norm.num_groups == norm.num_channels and type(mods[i + 1]) is nn.ReLU
+            and _is_pool2(mods[i + 2])):
+        return None
+    w, b = f"features.{i}.weight", f"features.{i}.bias"
+
+    def tail(p, x):
+        if x.shape[-1] % 2 or x.shape[-2] % 2:   # odd sizes: avg_pool2d floors; keep stock ops
+            return F.avg_pool2d(F.relu(F.group_norm(x, norm.num_groups, p[w], p[b], norm.eps)), 2)
+        return _InstanceReLUPool.apply(x, p[w], p[b], norm.eps)[0]
+    return tail
+
+
+def convnet_plan(model: nn.Module) -> list[Callable] | None:
+    """The ConvNet's layers as functional ops, or None when one of them is not covered."""
+    if not isinstance(model, ConvNet):
+        return None
+    mods, ops, i = list(model.features), [], 0
+    while i < len(mods):
+        op = _tail_op(mods, i)
+        ops.append(op or _layer_op(mods[i], f"features.{i}"))
+        i += 3 if op else 1
+    if any(op is None for op in ops) or type(model.classifier) is not nn.Linear:
+        return None
+    head = lambda p, x: F.linear(x.flatten(1), p["classifier.weight"], p["classifier.bias"])
+    return ops + [head]
