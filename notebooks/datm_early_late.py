@@ -53,7 +53,8 @@ draw: str = "quick"  # committed profile to draw beside the live run: quick | gp
 import pandas as pd
 
 import ddbook
-from ddbook import method_runs, params, plotting
+from ddbook import params, plotting
+from ddbook.figures import committed_or_live, datm_early_late as datm
 from ddbook.presets import resolve
 from ddbook.reference import paper_numbers
 from ddbook.results import Timer
@@ -68,7 +69,7 @@ pd.DataFrame([{"run": r.name, "base preset": r.preset, "IPC": p.ipc,
                "batch_syn": p.match.batch_syn, "lr_img": p.match.lr_img,
                "lr_label": p.match.lr_label, "eval epochs": p.eval_epochs,
                "eval runs": p.eval_runs}
-              for r in method_runs.datm_plan(P.name)
+              for r in datm.plan(P)
               for p in [resolve(r.preset, P.name, r.overrides)]]).set_index("run")
 
 # %% [markdown]
@@ -81,15 +82,16 @@ pd.DataFrame([{"run": r.name, "base preset": r.preset, "IPC": p.ipc,
 
 # %%
 with Timer() as t:
-    method_runs.run("datm-ranges", P.name)
-live, live_missing = method_runs.load_runs("datm-ranges", P.name)
-print(f"{len(live)} runs present, {len(live_missing)} missing, {t.seconds:.0f} s")
+    datm.run(P)
+live = datm.load(P)
+print(f"{live.describe(P.name)}; {t.seconds:.0f} s")
 
 # %% [markdown]
 # ## The committed runs
 
 # %%
-shown, shown_label = method_runs.committed_or_live("datm-ranges", draw, live, P.name)
+shown, shown_label = committed_or_live(datm.load(ddbook.get_profile(draw)), draw, live.found,
+                                       P.name)
 
 # %% [markdown]
 # ## Accuracy over distillation, per range
@@ -101,7 +103,7 @@ ipcs = sorted({r.data["n_images"] // 10 for r in shown.values()})
 colours = {"early": "C0", "all": "C7", "late": "C3"}
 fig, axes = plt.subplots(1, len(ipcs), figsize=(5 * len(ipcs), 3.6), squeeze=False)
 for ax, ipc in zip(axes[0], ipcs):
-    for which in method_runs.DATM_RANGES:
+    for which in datm.DATM_RANGES:
         r = shown.get(f"datm-ranges-ipc{ipc}-{which}")
         if r is None:
             continue
@@ -113,7 +115,7 @@ for ax, ipc in zip(axes[0], ipcs):
     for row in paper_numbers(paper="DATM", ipc=paper_ipc):
         if row["method"].startswith("match "):
             which = row["method"].split()[1]
-            shift = 1.04 + 0.03 * list(method_runs.DATM_RANGES).index(which)
+            shift = 1.04 + 0.03 * list(datm.DATM_RANGES).index(which)
             ax.scatter([x_end * shift], [row["mean"]], marker="*", s=120, clip_on=False,
                        color=colours[which], edgecolor="black", zorder=5)
     ax.scatter([], [], marker="*", s=120, color="white", edgecolor="black",
@@ -177,7 +179,7 @@ if small is not None and "labels" in small.arrays:
 # - **data**: CIFAR-10 decoded from JPEG.
 
 # %%
-for line in method_runs.datm_verdict(shown):
+for line in datm.datm_verdict(shown):
     print(line)
 
 # %% [markdown]

@@ -52,7 +52,8 @@ import pandas as pd
 import torch
 
 import ddbook
-from ddbook import method_runs, params, plotting
+from ddbook import params, plotting
+from ddbook.figures import committed_or_live, mtt_cifar10 as mtt
 from ddbook.presets import resolve
 from ddbook.reference import paper_numbers
 
@@ -60,7 +61,7 @@ P = ddbook.get_profile(profile)
 draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
 plotting.style()
 print(f"profile {P.name!r}: {P.purpose}")
-for r in method_runs.mtt_plan(P.name):
+for r in mtt.table_plan(P):
     p = resolve(r.preset, P.name)
     print(f"{r.name}: N={p.match.syn_steps}, M={p.match.expert_epochs}, "
           f"T+={p.match.max_start_epoch}, lr_img={p.match.lr_img}, lr_lr={p.match.lr_lr}, "
@@ -79,12 +80,13 @@ for r in method_runs.mtt_plan(P.name):
 from ddbook.results import Timer
 
 with Timer() as t:
-    method_runs.run("mtt", P.name)
+    mtt.run(P)
     # the IPC 10 set itself (not only its results) feeds the cross-architecture check and the
     # released-format round trip below: recreate it if this machine's cache lost it
-    method_runs.run("mtt", P.name, only="ipc10", need_sets=True)
-live, live_missing = method_runs.load_runs("mtt", P.name)
-print(f"{len(live)} runs present, {len(live_missing)} missing, {t.seconds:.0f} s")
+    mtt.run(P, only="mtt-cifar10-ipc10", need_sets=True)
+live_all = mtt.load(P)
+live = mtt.table_found(live_all.found)
+print(f"{live_all.describe(P.name)}; {t.seconds:.0f} s")
 pd.DataFrame([{"run": n, "loss first": r.data["loss"][0], "loss last": r.data["loss"][-1],
                "accuracy at the final iteration": r.data["result_at_declared_iteration"]["mean"],
                "learned step size": r.data["syn_lr"][-1]} for n, r in live.items()]).round(4)
@@ -96,7 +98,9 @@ pd.DataFrame([{"run": n, "loss first": r.data["loss"][0], "loss last": r.data["l
 # A run that is missing, unfinished or made from another configuration is listed, never filled in.
 
 # %%
-shown, shown_label = method_runs.committed_or_live("mtt", draw, live, P.name)
+shown_all, shown_label = committed_or_live(mtt.load(ddbook.get_profile(draw)), draw,
+                                           live_all.found, P.name)
+shown = mtt.table_found(shown_all)
 
 # %% [markdown]
 # ## Accuracy against the paper's
@@ -112,7 +116,7 @@ def paper_row(method, ipc):
 
 
 rows = []
-for ipc in method_runs.MTT_IPCS:
+for ipc in mtt.MTT_IPCS:
     r = shown.get(f"mtt-cifar10-ipc{ipc}")
     ours = r.data["result_at_declared_iteration"] if r else None
     base = r.data.get("baseline") if r else None
@@ -145,12 +149,12 @@ table
 
 # %% mystnb={"figure": {"caption": "For each IPC, the first image of each class: the initial real image (upper row) and the distilled one (lower row), at the profile named on the rows.", "name": "fig-mtt-images"}}
 grid_rows, labels = [], []
-for ipc in method_runs.MTT_IPCS:
+for ipc in mtt.MTT_IPCS:
     r = shown.get(f"mtt-cifar10-ipc{ipc}")
     if r is None:
         continue
     for which, what in (("initial", "initial"), ("final", "distilled")):
-        grid_rows.append(method_runs.display_images(r, which, per_class=1))
+        grid_rows.append(mtt.display_images(r, which, per_class=1))
         labels.append(f"IPC {r.data['n_images'] // 10}\n{what}")
 fig = plotting.image_grid(grid_rows, labels) if grid_rows else print("no runs to show")
 
@@ -178,15 +182,8 @@ fig = plotting.distill_curves({f"IPC {r.data['n_images'] // 10}": r.data for r i
 # images at 0.01.
 
 # %%
-with Timer() as t:
-    method_runs.run("cross-arch", P.name)
-cross_live, _ = method_runs.load_cross_arch(P.name)
-cross, cross_missing = method_runs.load_cross_arch(draw)
-cross_label = draw if cross else P.name
-cross = cross or cross_live
-print(f"live cross-architecture check at {P.name}: {t.seconds:.0f} s; drawing {cross_label}"
-      + (f"; missing at {draw}: {', '.join(cross_missing)}" if cross_missing else ""))
-rows = method_runs.cross_arch_rows(cross)
+cross, cross_label = mtt.cross_arch_found(shown_all), shown_label
+rows = mtt.cross_arch_rows(cross)
 
 
 def fmt(x, spec=".1f", std=None):
@@ -208,7 +205,7 @@ pd.DataFrame([{"evaluated on": r["evaluated on"],
               for r in rows]).set_index("evaluated on")
 
 # %%
-for line in method_runs.cross_arch_verdict(cross):
+for line in mtt.cross_arch_verdict(cross):
     print(line)
 
 # %% [markdown]
@@ -236,7 +233,7 @@ from pathlib import Path
 
 from ddbook.synset import load_reference
 
-ours = method_runs.final_set(live["mtt-cifar10-ipc10"])   # the live run's set, full precision
+ours = mtt.final_set(live["mtt-cifar10-ipc10"])   # the live run's set, full precision
 with tempfile.TemporaryDirectory() as folder:
     f = Path(folder)
     torch.save(ours.images, f / "images_best.pt")
@@ -272,7 +269,7 @@ print(f"read {len(released)} images, labels {tuple(released.labels.shape)}, "
 # author-supplied table) are the paper's.
 
 # %%
-for line in method_runs.mtt_verdict(shown):
+for line in mtt.mtt_verdict(shown):
     print(line)
 
 # %% [markdown]

@@ -49,13 +49,14 @@ draw: str = "quick"  # committed profile to draw beside the live run: quick | gp
 from dataclasses import asdict
 
 import ddbook
-from ddbook import params, plotting, results, window_sweep
+from ddbook import params, plotting, results
+from ddbook.figures import selmatch_fig3 as window_sweep
 from ddbook.reference import paper_numbers
 
 P = ddbook.get_profile(profile)
 draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
 plotting.style()
-config = window_sweep.sweep_config(P.name)
+config = window_sweep.sweep_config(P)
 print(f"profile {P.name!r}: {P.purpose}")
 print(f"{len(window_sweep.sweep_points(config))} networks: ratios {config.ratios}, "
       f"{config.runs} run(s), {config.network} width {config.width}, {config.steps} steps")
@@ -69,8 +70,8 @@ print(f"{len(window_sweep.sweep_points(config))} networks: ratios {config.ratios
 # %%
 ds = ddbook.load_dataset("cifar10")
 with results.Timer() as t:
-    n_new = window_sweep.run_sweep(ds, P.name)
-live, live_missing = window_sweep.load_sweep(P.name)
+    n_new = window_sweep.run_sweep(ds, P)
+live, live_missing = window_sweep.load_sweep(P)
 print(f"{n_new} networks trained in {t.seconds:.0f} s; {len(live)} points present, "
       f"{len(live_missing)} missing")
 live.pivot_table(index="beta", columns="ratio", values="accuracy", dropna=False).round(3)

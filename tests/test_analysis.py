@@ -16,14 +16,17 @@ def test_per_example_grad_norms_match_a_loop():
     model = _net()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(5, 3, 32, 32, generator=g), torch.randint(0, 10, (5,), generator=g)
+    model.train()
     got = analysis.per_example_grad_norms(model, x, y, batch_size=2)
+    assert model.training, "the caller's training mode is restored"
     model.eval()
+    analysis.per_example_grad_norms(model, x[:2], y[:2])
+    assert not model.training, "and so is eval mode"
     for i in range(5):
         model.zero_grad()
         F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
         want = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
         assert torch.allclose(got[i], want, rtol=1e-4), f"example {i}: {got[i]} vs {want}"
-    assert model.training is False or True
 
 
 def test_features_and_tsne_shapes_and_seed():

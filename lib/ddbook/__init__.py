@@ -18,7 +18,10 @@ Notebooks import from here and never redefine library functions. Modules, one jo
   baselines; forgetting and EL2N scores and the training runs that make them
 - :mod:`ddbook.coverage`, :mod:`ddbook.feature_net`, :mod:`ddbook.analysis` — coverage of the test
   set (our operationalisation), the feature network, t-SNE and per-example gradient norms
-- :mod:`ddbook.window_sweep` — SelMatch Fig. 3; :mod:`ddbook.reference` — the papers' numbers
+- :mod:`ddbook.matching` (+ :mod:`ddbook.fused`, its CPU kernels), :mod:`ddbook.presets` — the
+  trajectory-matching engine and the published settings as data
+- :mod:`ddbook.figures` — one module per book page (plan, run, load, verdicts), auto-discovered;
+  :mod:`ddbook.reference` — the papers' numbers
 - :mod:`ddbook.plotting` — the book's figures (imported on demand: it pulls in matplotlib)
 """
 from .augment import apply_dsa, combined_augment, dsa, sample_dsa, simple_augment

@@ -39,35 +39,8 @@ def _cmd_data(args) -> int:
     return 0
 
 
-def run_scores(profile: str, device=None):
-    """Compute our EL2N and forgetting scores at ``profile``; save them with their Spearman ρ
-    against the published C-scores (per class and mean). Returns the results path."""
-    from .data import load_dataset
-    from .results import Timer, save_result
-    from .scores import load_published_scores
-    from .scoring import compute_scores, score_run_config, spearman_per_class
-    from dataclasses import asdict
-
-    config = score_run_config(profile)
-    ds = load_dataset("cifar10")
-    with Timer() as t:
-        ours = compute_scores(ds, config, device)
-    cscore = load_published_scores(ds, "cscore").values[ours.indices]
-    labels = ds.train.labels[ours.indices]
-    rho = {name: spearman_per_class(values, cscore, labels)
-           for name, values in (("el2n", ours.el2n), ("forgetting", ours.forgetting))}
-    data = {"spearman_vs_cscore": {k: {"per_class": {ds.classes[c]: r for c, r in v.items()},
-                                       "mean": sum(v.values()) / len(v)} for k, v in rho.items()},
-            "hard_end": {"el2n": "high", "forgetting": "high", "cscore (reference)": "low"},
-            "train_accuracy_per_run": ours.train_accuracy,
-            "seconds_per_run": ours.seconds_per_run, "n_scored": len(ours.indices)}
-    seeds = [config.seed + r for r in range(config.runs)]
-    return save_result("difficulty/our_scores", profile, data, asdict(config), seeds, t.seconds,
-                       device, arrays={"indices": ours.indices, "el2n": ours.el2n.float(),
-                                       "forgetting": ours.forgetting.float()})
-
-
 def _cmd_scores(args) -> int:
+    from .figures.difficulty_scores import run_scores
     path = run_scores(args.profile)
     print(f"wrote {path}")
     return 0
@@ -107,11 +80,14 @@ def _cmd_window(args) -> int:
 
 def _cmd_sweep_window(args) -> int:
     from .data import load_dataset
-    from .window_sweep import load_sweep, run_sweep, summarise, verdict
+    from .figures.selmatch_fig3 import load_sweep, run_sweep, summarise, verdict
 
     k, _, n = args.shard.partition("/")
-    n = run_sweep(load_dataset("cifar10"), args.profile, shard=(int(k), int(n or 1)),
-                  reverse=args.reverse)
+    try:
+        shard = (int(k), int(n or 1))
+    except ValueError:
+        raise ValueError(f"--shard must be k/n with whole numbers, e.g. 0/2; got {args.shard!r}")
+    n = run_sweep(load_dataset("cifar10"), args.profile, shard=shard, reverse=args.reverse)
     table, missing = load_sweep(args.profile)
     print(f"trained {n} networks; {len(table)} points present, {len(missing)} missing")
     for line in verdict(summarise(table)):
@@ -219,23 +195,23 @@ def _add_distill_parser(sub) -> None:
 
 
 def _cmd_reproduce(args) -> int:
-    """Run the missing pieces of the MTT table, DATM's ranges or the cross-architecture check."""
-    from .method_runs import run
-    for path in run(args.what, args.profile, device=args.device, only=args.only):
+    """Run the missing or stale pieces of a book page's figure (``ddbook.figures``)."""
+    from .figures import reproduce
+    for path in reproduce(args.what, args.profile, device=args.device, only=args.only):
         print(f"wrote {path}")
     print(f"{args.what} at {args.profile}: complete")
     return 0
 
 
 def _add_reproduce_parser(sub) -> None:
-    rep = sub.add_parser("reproduce", help="the runs behind the MTT and DATM pages (resumable; "
-                         "one results file per run)")
-    rep.add_argument("what", choices=["mtt", "datm-ranges", "cross-arch"],
-                     help="mtt: MTT's CIFAR-10 IPC 1/10/50 table; datm-ranges: early/late/all "
-                     "segments at a small and a large IPC; cross-arch: MTT's IPC 10 set on four "
-                     "architectures (needs the mtt run)")
+    from .figures import names
+
+    listing = "; ".join(f"{n}: {what}" for n, what in names().items())
+    rep = sub.add_parser("reproduce", help="the runs behind a book page (resumable; one results "
+                         "file per piece)", description=f"Figures: {listing}.")
+    rep.add_argument("what", metavar="NAME", help=f"one of {', '.join(names())}")
     rep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
-    rep.add_argument("--only", default=None, help="only the runs whose name contains this, e.g. "
+    rep.add_argument("--only", default=None, help="only the pieces whose name contains this, e.g. "
                      "ipc10, late, VGG11")
     rep.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     rep.set_defaults(run=_cmd_reproduce)

@@ -1,50 +1,26 @@
-"""The run sets behind the MTT and DATM pages: plans, DATM's ranges, verdicts, images for display."""
+"""The MTT page's module: the table's plan, its baselines, the cross-architecture pieces, verdicts,
+images for display."""
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from ddbook import method_runs as mr
-from ddbook.presets import resolve
+from ddbook import figures
+from ddbook.figures import _common
+from ddbook.figures import mtt_cifar10 as mr
+from ddbook.profiles import get_profile
+
+CI, QUICK = get_profile("ci"), get_profile("quick")
 
 
 def test_mtt_plan_respects_the_profile_cap():
-    assert [r.name for r in mr.mtt_plan("quick")] == [f"mtt-cifar10-ipc{i}" for i in (1, 10, 50)]
-    assert [r.name for r in mr.mtt_plan("ci")] == ["mtt-cifar10-ipc1", "mtt-cifar10-ipc10"], \
+    assert [r.name for r in mr.table_plan(QUICK)] == [f"mtt-cifar10-ipc{i}" for i in (1, 10, 50)]
+    assert [r.name for r in mr.table_plan(CI)] == ["mtt-cifar10-ipc1", "mtt-cifar10-ipc10"], \
         "ci has 20 images per class: IPC 50 is impossible there"
-    assert all(r.baseline_lr == 0.01 for r in mr.mtt_plan("quick"))
-
-
-@pytest.mark.parametrize("epochs, expected", [
-    (100, {"early": (0, 20), "all": (0, 60), "late": (40, 60)}),   # DATM's own expert length
-    (15, {"early": (0, 3), "all": (0, 9), "late": (6, 9)}),
-    (6, {"early": (0, 1), "all": (0, 3), "late": (2, 3)}),
-])
-def test_datm_ranges_scale_with_the_expert_length(epochs, expected):
-    for which, (lo, hi) in expected.items():
-        o = mr.datm_range_overrides(which, epochs, 2)
-        assert (o["match.min_start_epoch"], o["match.max_start_epoch"]) == (lo, hi), (which, o)
-        assert o["match.max_start_epoch"] - 1 + 2 <= epochs, "t + M stays within the trajectory"
-        assert o["match.initial_max_start_epoch"] is None, "one fixed range: no expansion"
-    with pytest.raises(ValueError, match="unknown range"):
-        mr.datm_range_overrides("middle", 15, 2)
-
-
-def test_datm_plan_is_three_ranges_at_two_ipcs_and_resolves():
-    for profile in ("ci", "quick"):
-        plan = mr.datm_plan(profile)
-        assert len(plan) == 6 and len({r.name for r in plan}) == 6, [r.name for r in plan]
-        for r in plan:
-            p = resolve(r.preset, profile, r.overrides)
-            assert p.match.learn_labels and p.soft_labels == "correct-experts", "DATM soft labels"
-            assert p.match.max_start_epoch - 1 + p.match.expert_epochs <= p.experts.epochs
-    quick = {r.name: resolve(r.preset, "quick", r.overrides) for r in mr.datm_plan("quick")}
-    mtt = resolve("mtt-cifar10-ipc10", "quick")
-    assert quick["datm-ranges-ipc10-late"].experts == mtt.experts, \
-        "at quick DATM shares MTT's ZCA experts"
-    assert quick["datm-ranges-ipc500-all"].ipc == 500
+    assert all(r.baseline_lr == 0.01 for r in mr.table_plan(QUICK))
+    names = [p.name for p in mr.plan(QUICK)]
+    assert len(set(names)) == len(names) == 3 + 3 + 9, names
+    assert "mtt-cifar10-ipc50-random-learned-lr" in names and "cross-arch-VGG11-lr0.01" in names
 
 
 def _fake(data: dict):
@@ -73,22 +49,6 @@ def test_mtt_verdict_reads_gains_and_the_paper():
     assert "(the same order)" in mr.mtt_verdict(runs)[-1]
 
 
-def test_datm_verdict_reads_both_halves_of_the_claim():
-    def runs_for(ipc, early, all_, late):
-        return {f"datm-ranges-ipc{ipc}-{w}": _fake({"n_images": 10 * ipc,
-                                                    "result_at_declared_iteration": _point(a)})
-                for w, a in (("early", early), ("all", all_), ("late", late))}
-    lines = mr.datm_verdict({**runs_for(10, 0.40, 0.38, 0.30), **runs_for(500, 0.60, 0.61, 0.64)})
-    assert "late loses to the better of early/all (early) by 10.0 points" in lines[0], lines[0]
-    assert "late beats the better of early/all (all) by 3.0 points" in lines[1], lines[1]
-    assert lines[-1].endswith("late wins at the large IPC (500): yes"), lines[-1]
-    assert "late loses at the small IPC (10): yes" in lines[-1]
-    partial = mr.datm_verdict(runs_for(10, 0.4, 0.4, 0.3) | {
-        "datm-ranges-ipc500-late": _fake({"n_images": 5000,
-                                          "result_at_declared_iteration": _point(0.5)})})
-    assert "IPC 500: incomplete (late present)" in partial
-
-
 def test_display_copies_undo_the_normalisation(cifar10):
     from ddbook.data import normalize
     from ddbook.synset import display_uint8
@@ -114,21 +74,23 @@ def test_display_images_pick_per_class(tmp_path):
                   "display_index": torch.tensor([0, 1, 4, 5, 8, 9]),
                   "classes": torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])}
         data = {"run_folder": str(tmp_path)}
-    assert mr.display_images(R(), "final", per_class=1).flatten().tolist() == [0, 2, 4]
+    assert _common.display_images(R(), "final", per_class=1).flatten().tolist() == [0, 2, 4]
     with pytest.raises(KeyError, match="display_initial"):
-        mr.display_images(R(), "initial")
+        _common.display_images(R(), "initial")
     with pytest.raises(FileNotFoundError, match="rerun that distillation"):
-        mr.final_set(R())
+        _common.final_set(R())
 
 
-def test_unknown_run_set_is_refused():
-    with pytest.raises(ValueError, match="unknown run set"):
-        mr.run("everything", "ci")
-    assert json.dumps(mr.WHAT)
+def test_unknown_figure_and_piece_are_refused():
+    with pytest.raises(ValueError, match="unknown figure 'everything'; choose one of .*mtt"):
+        figures.reproduce("everything", "ci")
+    with pytest.raises(ValueError, match="no piece of 'cross-arch' matches --only 'LeNet'; its "
+                                         "pieces are: cross-arch-ConvNet, "):
+        figures.reproduce("cross-arch", "ci", only="LeNet")
 
 
 def test_cross_arch_plan_pairs_every_network_with_its_random_baseline():
-    plan = mr.cross_arch_plan("quick")
+    plan = mr.cross_arch_plan(QUICK)
     assert plan == ["ConvNet", "ConvNet-random", "ResNet18", "ResNet18-random", "VGG11",
                     "VGG11-random", "AlexNet", "AlexNet-random", "VGG11-lr0.01"]
     assert mr._split_piece("VGG11-random") == ("VGG11", True, 0.01)
@@ -139,9 +101,9 @@ def test_cross_arch_plan_pairs_every_network_with_its_random_baseline():
     for bad in ("VGG11-lrfast", "VGG11-lr-1", "VGG11-lrnan"):
         with pytest.raises(ValueError, match="must be a positive number"):
             mr._split_piece(bad)
-    assert mr._cross_config("VGG11-lr0.01", "quick")["set"] == "mtt-cifar10-ipc10", \
+    assert mr._cross_config("VGG11-lr0.01", QUICK)["set"] == "mtt-cifar10-ipc10", \
         "the diagnostic trains on the distilled set"
-    distilled, random = mr._cross_config("VGG11", "quick"), mr._cross_config("VGG11-random", "quick")
+    distilled, random = mr._cross_config("VGG11", QUICK), mr._cross_config("VGG11-random", QUICK)
     assert distilled["eval"] == random["eval"], "both sides trained by one protocol"
     assert random["lr"] == 0.01 and "lr" not in distilled, "the distilled side uses its learned lr"
     assert distilled["set"] != random["set"], "the two results files cannot be mistaken"
@@ -178,13 +140,30 @@ def test_need_sets_reruns_a_finished_run_whose_set_the_cache_lost(tmp_path, monk
     folder.mkdir()
     done = _fake({"run_folder": str(folder), "finished": True})
     calls = []
-    monkeypatch.setattr(mr, "_load_run", lambda r, profile: done)
-    monkeypatch.setattr(mr, "_run_distill", lambda r, profile, device=None:
-                        calls.append(r.name) or (f"{r.name}.json", None))
-    assert mr.run("mtt", "ci") == [] and calls == [], "finished runs are not rerun"
-    assert not mr.has_final_set(done)
-    assert mr.run("mtt", "ci", only="ipc10", need_sets=True) == ["mtt-cifar10-ipc10.json"]
+    monkeypatch.setattr(_common.DistillRun, "load", lambda self, profile: done)
+    monkeypatch.setattr(_common.DistillRun, "run", lambda self, profile, device=None:
+                        calls.append(self.name) or f"{self.name}.json")
+    table = {r.name for r in mr.table_plan(CI)}
+    in_table = lambda name: name in table   # noqa: E731
+    assert mr.run(CI, only=in_table) == [] and calls == [], "finished runs are not rerun"
+    assert not _common.has_final_set(done)
+    assert mr.run(CI, only=lambda n: n == "mtt-cifar10-ipc10", need_sets=True) == \
+        ["mtt-cifar10-ipc10.json"]
     assert calls == ["mtt-cifar10-ipc10"], "only the run whose set is needed, and gone"
     (folder / "synset_final.pt").write_bytes(b"")
-    assert mr.has_final_set(done)
-    assert mr.run("mtt", "ci", need_sets=True) == [], "a set still in the cache is not remade"
+    assert _common.has_final_set(done)
+    assert mr.run(CI, only=in_table, need_sets=True) == [], "a set still in the cache is not remade"
+
+
+def test_aliases_run_their_part_of_the_page(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(mr, "run", lambda profile, device=None, only=None: seen.setdefault(
+        "names", [p.name for p in mr.plan(profile) if only(p.name)]))
+    figures.reproduce("cross-arch", "quick", only="VGG11")
+    assert seen.pop("names") == ["cross-arch-VGG11", "cross-arch-VGG11-random",
+                                 "cross-arch-VGG11-lr0.01"]
+    figures.reproduce("mtt", "quick")
+    assert seen.pop("names") == ["mtt-cifar10-ipc1", "mtt-cifar10-ipc10", "mtt-cifar10-ipc50",
+                                 "mtt-cifar10-ipc1-random-learned-lr",
+                                 "mtt-cifar10-ipc10-random-learned-lr",
+                                 "mtt-cifar10-ipc50-random-learned-lr"]

@@ -17,17 +17,25 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from .data import Dataset, normalize
-from .evaluate import SelMatchEvalConfig, evaluate_selmatch
-from .results import StaleResultError, load_result, save_result
-from .scores import Scores, load_published_scores
-from .selection import beta_grid, random_indices, window_indices
-from .train import progress
+from ..data import Dataset, normalize
+from ..evaluate import SelMatchEvalConfig, evaluate_selmatch
+from ..profiles import Profile
+from ..results import StaleResultError, load_result, save_result
+from ..scores import Scores, load_published_scores
+from ..selection import beta_grid, random_indices, window_indices
+from ..train import progress
+from ._common import Loaded, as_profile, load_pieces, select
 
-__all__ = ["SweepConfig", "SWEEPS", "sweep_config", "sweep_points", "run_sweep", "load_sweep",
-           "run_point", "summarise", "verdict"]
+__all__ = ["NAME", "NOTEBOOK", "TITLE", "ALIASES", "plan", "run", "load", "verdicts",
+           "SweepConfig", "SWEEPS", "EARLIER", "sweep_config", "sweep_points", "run_sweep",
+           "load_sweep", "load_earlier", "table", "run_point", "summarise", "verdict"]
 
-NAME = "selmatch_fig3"
+NAME = "selmatch-fig3"
+NOTEBOOK = "selmatch_fig3_sliding_window"
+TITLE = "SelMatch Fig. 3: accuracy of the sliding-window subset against beta"
+ALIASES = {"sweep-window": ""}     # the sweep's older command-line name
+# the results folder's stem (results/<profile>/selmatch_fig3[_u<U>]/): fixed, results depend on it
+FOLDER = "selmatch_fig3"
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,18 @@ SWEEPS = {
 }
 
 
-def sweep_config(profile: str) -> SweepConfig:
-    if profile not in SWEEPS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {list(SWEEPS)}")
-    return SWEEPS[profile]
+# earlier sweeps kept as labelled diagnostics (never mixed into the figure): at quick, the
+# full-data sweep of 400 steps and 2 runs per point (results/quick/selmatch_fig3/), in which
+# random-subset accuracy is flat across ratios
+EARLIER = {"quick": SweepConfig()}
+
+
+def sweep_config(profile: Profile | str) -> SweepConfig:
+    """The sweep at ``profile`` (a Profile, or a name)."""
+    name = profile.name if isinstance(profile, Profile) else profile
+    if name not in SWEEPS:
+        raise ValueError(f"unknown profile {name!r}; choose one of {list(SWEEPS)}")
+    return SWEEPS[name]
 
 
 def sweep_points(config: SweepConfig) -> list[tuple[float, float | None, int]]:
@@ -82,7 +98,7 @@ def sweep_points(config: SweepConfig) -> list[tuple[float, float | None, int]]:
 def _folder(config: SweepConfig) -> str:
     """``selmatch_fig3`` on the full training set, ``selmatch_fig3_u<U>`` in a U-per-class universe
     (so that sweeps of different universes never share, or overwrite, a results file)."""
-    return NAME if config.train_per_class is None else f"{NAME}_u{config.train_per_class}"
+    return FOLDER if config.train_per_class is None else f"{FOLDER}_u{config.train_per_class}"
 
 
 def _point_name(config: SweepConfig, ratio: float, beta: float | None, run: int) -> str:
@@ -107,8 +123,8 @@ def _point_config(config: SweepConfig, ratio: float, beta, run: int) -> dict:
     return {**asdict(config), "ratio": ratio, "beta": beta, "run": run}
 
 
-def run_point(dataset: Dataset, config: SweepConfig, profile: str, ratio: float, beta, run: int,
-              data=None, device=None):
+def run_point(dataset: Dataset, config: SweepConfig, profile: Profile, ratio: float, beta,
+              run: int, data=None, device=None):
     """Train and test one network of the sweep; write and return its results path."""
     train, test, scores = data or _data(dataset, config)
     n_class = len(train.class_indices(0))
@@ -131,64 +147,127 @@ def run_point(dataset: Dataset, config: SweepConfig, profile: str, ratio: float,
                 "n_test": int(res.correct.shape[1])}
     # per-test-example correctness (packed bits, test-set order) for easy/hard accuracy later
     arrays = {"correct_bits": np.packbits(np.asarray(res.correct[0], dtype=bool))}
-    return save_result(_point_name(config, ratio, beta, run), profile, data_out,
+    return save_result(_point_name(config, ratio, beta, run), as_profile(profile).name, data_out,
                        _point_config(config, ratio, beta, run), [config.seed + run],
                        res.wall_time_s, device, arrays=arrays)
 
 
-def _is_current(profile: str, config: SweepConfig, ratio, beta, run) -> bool:
+@dataclass(frozen=True)
+class SweepPoint:
+    """One network of the sweep (a piece): (ratio, β or None for random, run) under ``config``."""
+    config: SweepConfig
+    ratio: float
+    beta: float | None
+    run_index: int
+
+    @property
+    def name(self) -> str:
+        return _point_name(self.config, self.ratio, self.beta, self.run_index)
+
+    def load(self, profile: Profile):
+        return load_result(self.name, profile.name, missing_ok=True,
+                           expect_config=_point_config(self.config, self.ratio, self.beta,
+                                                       self.run_index))
+
+    def run(self, profile: Profile, device=None, dataset: Dataset | None = None, data=None):
+        from ..data import load_dataset
+        return run_point(dataset or load_dataset("cifar10"), self.config, profile, self.ratio,
+                         self.beta, self.run_index, data, device)
+
+
+def plan(profile: Profile, config: SweepConfig | None = None) -> list[SweepPoint]:
+    """Every point of the profile's sweep (or of ``config``), in the order they are run."""
+    config = config or sweep_config(profile)
+    return [SweepPoint(config, *p) for p in sweep_points(config)]
+
+
+def _is_current(profile: Profile, point: SweepPoint) -> bool:
     try:
-        return load_result(_point_name(config, ratio, beta, run), profile, missing_ok=True,
-                           expect_config=_point_config(config, ratio, beta, run)) is not None
+        return point.load(profile) is not None
     except StaleResultError:
         return False          # made from another config: recompute it
 
 
-def run_sweep(dataset: Dataset, profile: str, device=None, config: SweepConfig | None = None,
-              shard: tuple[int, int] = (0, 1), reverse: bool = False):
+def run_sweep(dataset: Dataset, profile: Profile | str, device=None,
+              config: SweepConfig | None = None, shard: tuple[int, int] = (0, 1),
+              reverse: bool = False, only=None) -> int:
     """Run every missing point of the profile's sweep (existing, current results are kept).
 
     ``shard=(k, n)`` runs only the points whose position in :func:`sweep_points` is k mod n, so n
     processes (e.g. one per CPU core) can share a sweep without running a point twice. Each point
     is checked again just before it runs, so two processes can also share one sweep from opposite
-    ends (``reverse=True`` for the second): they meet in the middle.
+    ends (``reverse=True`` for the second): they meet in the middle. ``only``: the points whose
+    name contains it (see :func:`ddbook.figures._common.select`).
     Returns the number of networks this call trained.
     """
+    profile = as_profile(profile)
     config = config or sweep_config(profile)
     k, n = shard
     if not 0 <= k < n:
         raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
     data = _data(dataset, config)
-    todo = [p for i, p in enumerate(sweep_points(config))
-            if i % n == k and not _is_current(profile, config, *p)]
+    points = select(plan(profile, config), only)
+    todo = [p for i, p in enumerate(points) if i % n == k and not _is_current(profile, p)]
     trained = 0
-    for ratio, beta, run in progress(todo[::-1] if reverse else todo, desc="sliding window"):
-        if _is_current(profile, config, ratio, beta, run):   # done by another process meanwhile
+    for point in progress(todo[::-1] if reverse else todo, desc="sliding window"):
+        if _is_current(profile, point):   # done by another process meanwhile
             continue
-        run_point(dataset, config, profile, ratio, beta, run, data, device)
+        run_point(dataset, config, profile, point.ratio, point.beta, point.run_index, data, device)
         trained += 1
     return trained
 
 
-def load_sweep(profile: str, config: SweepConfig | None = None):
-    """The sweep's results as a DataFrame (ratio, beta, run, accuracy, ...), plus the missing points.
+def run(profile: Profile, device=None, only=None) -> list:
+    """The protocol's ``run``: every missing or stale point of the sweep; the paths written."""
+    from ..data import load_dataset
 
-    A results file made from another configuration raises ``StaleResultError`` (never drawn).
-    """
+    profile = as_profile(profile)
+    before = load(profile)
+    run_sweep(load_dataset("cifar10"), profile, device, only=only)
+    after = load(profile)
+    return [r.path for name, r in after.found.items() if name not in before.found]
+
+
+def load(profile: Profile, config: SweepConfig | None = None) -> Loaded:
+    """The sweep's points at ``profile``: found (current), missing, stale."""
+    profile = as_profile(profile)
+    return load_pieces(plan(profile, config), profile)
+
+
+def load_earlier(profile: Profile) -> Loaded | None:
+    """The earlier sweep kept at ``profile`` as a diagnostic (:data:`EARLIER`), or None."""
+    profile = as_profile(profile)
+    config = EARLIER.get(profile.name)
+    return None if config is None else load(profile, config)
+
+
+def table(found: dict):
+    """The found points as a DataFrame (ratio, beta, run, accuracy, ...; beta NaN for random)."""
     import pandas as pd
 
-    config = config or sweep_config(profile)
-    rows, missing = [], []
-    for ratio, beta, run in sweep_points(config):
-        r = load_result(_point_name(config, ratio, beta, run), profile, missing_ok=True,
-                        expect_config=_point_config(config, ratio, beta, run))
-        if r is None:
-            missing.append((ratio, beta, run))
-            continue
-        rows.append({"ratio": ratio, "beta": beta, "run": run, **r.data,
+    rows = []
+    for r in found.values():
+        cfg = r.provenance["config"]
+        rows.append({"ratio": cfg["ratio"], "beta": cfg["beta"], "run": cfg["run"], **r.data,
                      "wall_time_s": r.provenance["wall_time_s"], "sha": r.provenance["sha"]})
     columns = ["ratio", "beta", "run", "accuracy", "ipc", "epochs", "steps", "mean_score"]
-    return pd.DataFrame(rows, columns=None if rows else columns), missing
+    return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+def load_sweep(profile: Profile | str, config: SweepConfig | None = None):
+    """The sweep's results as a DataFrame (ratio, beta, run, accuracy, ...), plus the missing points
+    as (ratio, beta, run). A results file made from another configuration raises
+    ``StaleResultError`` (never drawn)."""
+    profile = as_profile(profile)
+    points = plan(profile, config)
+    found, missing = {}, []
+    for p in points:
+        r = p.load(profile)
+        if r is None:
+            missing.append((p.ratio, p.beta, p.run_index))
+        else:
+            found[p.name] = r
+    return table(found), missing
 
 
 def summarise(table) -> dict:

@@ -1,0 +1,65 @@
+"""The figure layer: discovery, the protocol, and every committed quick result loading as current."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ddbook import figures, paths
+from ddbook.figures import _common
+from ddbook.profiles import get_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_page_module_is_discovered_and_follows_the_protocol():
+    mods = figures.modules()
+    assert {"selmatch-fig3", "mtt-cifar10", "datm-ranges", "difficulty-scores"} <= set(mods)
+    for name, m in mods.items():
+        assert (ROOT / "notebooks" / f"{m.NOTEBOOK}.py").exists(), f"{name}: no notebook"
+        assert m.__name__.rsplit(".", 1)[1] in m.NOTEBOOK, "the module is named like its notebook"
+        for profile in ("ci", "quick"):
+            names = [p.name for p in m.plan(get_profile(profile))]
+            assert names and len(set(names)) == len(names), f"{name} at {profile}: {names}"
+
+
+@pytest.mark.parametrize("old, module, prefix", [
+    ("mtt", "mtt-cifar10", "mtt-cifar10-"), ("cross-arch", "mtt-cifar10", "cross-arch-"),
+    ("datm-ranges", "datm-ranges", ""), ("sweep-window", "selmatch-fig3", "")])
+def test_the_older_command_names_still_resolve(old, module, prefix):
+    m, got = figures.find(old)
+    assert m.NAME == module and got == prefix
+
+
+def test_only_selects_or_names_the_valid_pieces():
+    pieces = [_common.DistillRun(n, "p", {}) for n in ("a-early", "a-late", "b-late")]
+    assert [p.name for p in _common.select(pieces, "late")] == ["a-late", "b-late"]
+    assert [p.name for p in _common.select(pieces, lambda n: n.startswith("a"))] == \
+        ["a-early", "a-late"]
+    with pytest.raises(ValueError, match="the pieces are: a-early, a-late, b-late"):
+        _common.select(pieces, "middle")
+
+
+def _committed(profile: str) -> set[Path]:
+    out = subprocess.run(["git", "-C", str(ROOT), "ls-files", f"results/{profile}"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return {(ROOT / f).resolve() for f in out if f.endswith(".json")}
+
+
+def test_every_committed_quick_result_loads_as_current(monkeypatch):
+    """Each committed results file under results/quick/ is claimed by a piece of some figure
+    module and loads as current (not stale) with the configuration that module asks for now."""
+    monkeypatch.delenv("DDBOOK_RESULTS", raising=False)
+    assert paths.results_root().resolve() == ROOT / "results"
+    committed = _committed("quick")
+    assert committed, "no committed quick results found"
+    quick = get_profile("quick")
+    loaded = {name: m.load(quick) for name, m in figures.modules().items()}
+    loaded["selmatch-fig3 (earlier sweep)"] = figures.find("selmatch-fig3")[0].load_earlier(quick)
+    current = set()
+    for name, got in loaded.items():
+        assert not got.stale, f"{name}: stale at quick: {got.stale}"
+        current |= {r.path.resolve() for r in got.found.values()}
+    unclaimed = sorted(str(p.relative_to(ROOT)) for p in committed - current)
+    assert not unclaimed, f"committed quick results no figure module loads as current: {unclaimed}"
