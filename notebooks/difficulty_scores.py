@@ -33,10 +33,12 @@
 #
 # :::{admonition} What this page computes, and at what scale
 # :class: note
-# Everything here reads the **published** scores (`../shared/data/scores`), so the page is the same
-# at every profile and takes a few seconds (plus about 20 s once per machine to decode CIFAR-10).
+# The first half reads the **published** scores (`../shared/data/scores`), so it is the same at
+# every profile and takes a few seconds (plus about 20 s once per machine to decode CIFAR-10).
 # The scores are the authors' numbers, not ours; only the mapping onto the JPEG copy of CIFAR-10
-# and the per-class correlations are computed here.
+# and the per-class correlations are computed here. The second half computes our own EL2N and
+# forgetting scores: live at this page's profile (a smoke run at `ci`), and from the committed
+# `quick` run (its configuration is printed where it is drawn).
 # :::
 
 # %% tags=["parameters"]
@@ -46,9 +48,10 @@ profile: str = os.environ.get("DDBOOK_PROFILE", "ci")  # ci | quick | gpu | pape
 score: str = "cscore"  # published score to order by: cscore | forgetting
 n_show: int = 8  # images shown per class at each end (1–16)
 
-# %%
+# %% tags=["hide-input"]
 import ddbook
 from ddbook import params, plotting, results
+from ddbook.figures import difficulty_scores as page
 
 P = ddbook.get_profile(profile)
 score = params.check("score", score, str, choices=["cscore", "forgetting"])
@@ -65,16 +68,17 @@ print(f"showing the {n_show} easiest and {n_show} hardest training images "
 # order; the score files are in the original order and carry its label sequence.
 # `load_published_scores` joins the two (and refuses a file whose length or class counts differ).
 
-# %%
+# %% tags=["hide-input"]
+from pathlib import Path
+
 with results.Timer() as load_time:
     ds = ddbook.load_dataset("cifar10")
     chosen = ddbook.load_published_scores(ds, score)
     cscore = ddbook.load_published_scores(ds, "cscore")
     forgetting = ddbook.load_published_scores(ds, "forgetting")
-print(f"{len(ds.train):,} training images in {load_time.seconds:.1f} s")
-print(f"from {ds.source}")
-print(f"{chosen.name}: {chosen.source}")
-print(f"the hard end is the {chosen.hard} end")
+print(f"{len(ds.train):,} training images of {ds.num_classes} classes "
+      f"(from {Path(ds.source).name})")
+print(f"{chosen.name}: read from {Path(chosen.source).name}; the hard end is the {chosen.hard} end")
 
 # %% [markdown]
 # ## The easiest and the hardest images of each class
@@ -106,21 +110,14 @@ fig = plotting.score_distributions(
 # tend to be hard by the other: C-score (low = hard) and forgetting (high = hard) should be
 # **negatively** correlated within every class. A wrong mapping would give correlations near zero.
 
-# %%
-from scipy.stats import spearmanr
+# %% tags=["hide-input"]
 import pandas as pd
 
-rho = {}
-for c, name in enumerate(ds.classes):
-    idx = ds.train.class_indices(c)
-    rho[name] = spearmanr(cscore.values[idx], forgetting.values[idx]).statistic
+page.run(P, only="published-agreement")     # computed once per profile, then read back
+agreement = page.load(P).found["published-agreement"]
+rho = agreement.data["spearman_per_class"]
 table = pd.DataFrame({"Spearman ρ (C-score vs forgetting)": rho}).round(3)
 table.loc["mean"] = table.mean().round(3)
-config = {"dataset": ds.name, "scores": [cscore.source, forgetting.source]}
-path = results.save_result(
-    "difficulty/published_scores_agreement", P.name, {"spearman_per_class": rho},
-    config=config, seeds=[], wall_time=load_time.seconds)
-print(f"saved {path.relative_to(path.parents[2])}")
 table
 
 # %% [markdown]
@@ -136,11 +133,10 @@ table
 # after every epoch, not on the augmented mini-batch that trained on each image.
 #
 # The live cell below computes both at this page's profile; at `ci` that is 20 images per class,
-# two runs of three epochs of a width-16 ConvNet, so its correlations are noise.
+# two runs of three epochs of a width-16 ConvNet, so its correlations are noise (the cell is
+# folded away: open it to see the smoke run).
 
-# %%
-from dataclasses import asdict
-
+# %% tags=["hide-cell"] mystnb={"code_prompt_show": "Smoke run at this page's profile (at ci: numbers meaningless)", "code_prompt_hide": "Hide the smoke run"}
 from ddbook import scoring
 
 run_config = scoring.score_run_config(P.name)
@@ -162,34 +158,33 @@ for name, rho in live.items():
 # loaded from `results/quick/`; if it is missing, or was made with another configuration, the
 # page says so instead of drawing it.
 
-# %%
-quick_config = asdict(scoring.score_run_config("quick"))
-try:
-    quick = results.load_result("difficulty/our_scores", "quick", expect_config=quick_config,
-                                missing_ok=True)
-except results.StaleResultError as stale:
-    quick = None
-    print(f"not drawn: {stale}")
+# %% tags=["hide-input"]
+quick_loaded = page.load(ddbook.get_profile("quick"))
+quick = quick_loaded.found.get("our-scores")
 if quick is None:
-    print("no committed quick result for our scores: run `python -m ddbook scores --profile quick`")
+    print("no current committed quick result for our scores "
+          + ("(it was made from another configuration) " if "our-scores" in quick_loaded.stale
+             else "")
+          + "- run `python -m ddbook scores --profile quick`")
 else:
     prov = quick.provenance
     cfg = prov["config"]
     print(f"quick: {quick.data['n_scored']:,} images, {cfg['runs']} runs of {cfg['epochs']} epochs "
           f"of {cfg['network']} (width {cfg['width']}), EL2N after epoch {cfg['el2n_epoch']}")
-    print(f"       git {prov['sha'][:10]}, {prov['device']}, {prov['wall_time_s'] / 60:.0f} min")
+    print(f"       git {prov['sha'][:10]}, {prov['device']}, {prov['wall_time_s'] / 60:.0f} min; "
+          f"the training accuracy of each run: "
+          + ", ".join(f"{a:.3f}" for a in quick.data["train_accuracy_per_run"]))
     for name, v in quick.data["spearman_vs_cscore"].items():
         print(f"       {name:10s} mean within-class Spearman ρ with C-score: {v['mean']:+.3f}")
 
-# %% mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present; the dashed line is the EL2N value the data README reports for its own check (about −0.6).", "name": "fig-our-scores-vs-cscore"}}
+# %% mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present (else from the live run, at the profile named in the legend).", "name": "fig-our-scores-vs-cscore"}}
 if quick is not None:
     series = {f"{k} (quick)": v["per_class"]
               for k, v in quick.data["spearman_vs_cscore"].items()}
 else:
     series = {f"{k} ({P.name})": {ds.classes[c]: r for c, r in v.items()}
               for k, v in live.items()}
-fig = plotting.correlation_bars(series, ds.classes,
-                                reference={"README check, EL2N (≈ −0.6)": -0.6})
+fig = plotting.correlation_bars(series, ds.classes)
 
 # %% [markdown]
 # ## Summary

@@ -41,36 +41,71 @@ def test_a_result_from_another_config_is_stale(cifar10, tmp_path, monkeypatch):
         ws.load_sweep("ci", other)
 
 
-def test_verdict_reads_the_claims():
-    import pandas as pd
+def _found(acc, ratios=(0.05, 0.1, 0.2, 0.3), betas=(0.0, 0.2, 0.3, 0.5, 0.7, 0.9), runs=3,
+           drop=()):
+    """Fake sweep results: ``acc(ratio, beta or None, run)`` per point; ``drop``: (ratio, beta,
+    run) points left out."""
+    found = {}
+    for ratio in ratios:
+        for beta in (*betas, None):
+            for run in range(runs):
+                if (ratio, beta, run) in drop:
+                    continue
+                cfg = {"ratio": ratio, "beta": beta, "run": run}
+                found[f"{ratio}/{beta}/{run}"] = results.Result(
+                    None, {"accuracy": acc(ratio, beta, run)}, {"config": cfg}, None)
+    return found
 
-    rows = [(0.05, b, 0, a) for b, a in ((0.0, 0.3), (0.5, 0.6), (0.9, 0.5))] + [(0.05, None, 0, 0.4)]
-    rows += [(0.3, b, 0, a) for b, a in ((0.0, 0.5), (0.2, 0.7), (0.7, 0.6))] + [(0.3, None, 0, 0.65)]
-    table = pd.DataFrame(rows, columns=["ratio", "beta", "run", "accuracy"])
-    s = ws.summarise(table)
-    assert s[0.05]["best_beta"] == 0.5 and s[0.3]["best_beta"] == 0.2
-    lines = ws.verdict(s)
-    assert "interior optimum at 2/2" in lines[-1] and "beats random at 2/2" in lines[-1]
-    assert lines[-1].endswith("trend consistent with the paper"), lines[-1]
-    assert "noise unknown: one run per point" in lines[0]
+
+NOISE = (-0.004, 0.001, 0.003)    # run-to-run spread, the same pattern at every point
 
 
-def test_verdict_weighs_the_margin_against_run_to_run_noise():
-    import pandas as pd
+def _outcomes(found):
+    return {v.claim: v.outcome for v in ws.verdicts(found)}
 
-    # two runs per point: window accuracies spread by ±0.01, random by ±0.01
-    rows = []
-    for run, d in ((0, -0.01), (1, 0.01)):
-        rows += [(0.1, b, run, a + d) for b, a in ((0.0, 0.30), (0.5, 0.60), (0.9, 0.50))]
-        rows += [(0.1, None, run, 0.55 + d), (0.2, None, run, 0.595 + d)]
-        rows += [(0.2, b, run, a + d) for b, a in ((0.0, 0.40), (0.3, 0.60), (0.9, 0.50))]
-    s = ws.summarise(pd.DataFrame(rows, columns=["ratio", "beta", "run", "accuracy"]))
-    assert s[0.1]["pooled_std"] == pytest.approx(0.01 * 2 ** 0.5)
-    assert s[0.1]["margin_se"] == pytest.approx(0.01 * 2 ** 0.5)   # pooled * sqrt(1/2 + 1/2)
-    lines = ws.verdict(s)
-    assert "+5.0 points, 3.5 standard errors" in lines[0], lines[0]
-    assert "+0.5 points, 0.4 standard errors" in lines[1], lines[1]
-    assert "beats random at 2/2 (by more than two standard errors at 1/2" in lines[-1], lines[-1]
+
+def test_verdicts_support_a_clear_effect():
+    star = ws.paper_beta_star()
+    assert star == {0.05: 0.5, 0.1: 0.3, 0.2: 0.2, 0.3: 0.2}, "the paper's beta*, from the csv"
+
+    def acc(ratio, beta, run):
+        base = 0.5 + 0.5 * ratio                        # random rises with the ratio
+        if beta is None:
+            return base + (0.002, -0.002, 0.0)[run]
+        wiggle = ((7 * run + 13 * round(100 * beta)) % 9 - 4) / 1000   # within ±0.4 points
+        return base + 0.05 - 0.2 * abs(beta - star[ratio]) + wiggle
+    out = _outcomes(_found(acc))
+    assert len(out) == 1 + 4 * 3 + 1, list(out)
+    assert set(out.values()) == {"supported"}, out
+    assert "the optimum moves toward harder windows (smaller β) as the subset grows" in out
+
+
+def test_verdicts_on_flat_data_are_not_supported():
+    """The audit's case: best β 0.5 everywhere, +0.1 point over random, 1-point noise."""
+    wobble = (-0.01, 0.0, 0.01)
+
+    def acc(ratio, beta, run):
+        if beta is None:
+            return 0.55 + wobble[run]
+        return 0.55 + (0.001 if beta == 0.5 else 0.0) + wobble[(run + round(beta * 10)) % 3]
+    verdicts = ws.verdicts(_found(acc))
+    out = {v.claim: v.outcome for v in verdicts}
+    assert "supported" not in out.values(), out
+    assert out["the optimum moves toward harder windows (smaller β) as the subset grows"] == \
+        "inconclusive at this scale"
+    assert out["precondition: random-subset accuracy rises with the subset ratio"] == \
+        "inconclusive at this scale"
+
+
+def test_verdicts_use_only_complete_runs():
+    def acc(ratio, beta, run):
+        return 0.5 + (0.0 if beta is None else 0.01) + NOISE[run]
+    found = _found(acc, ratios=(0.05, 0.1), drop={(0.05, 0.3, 2), (0.1, None, 0)})
+    table = ws.run_table(found)
+    assert table[0.05][2] == [0, 1] and table[0.1][2] == [1, 2], "runs complete at each ratio"
+    v = {x.claim: x for x in ws.verdicts(_found(acc, ratios=(0.05,), runs=1))}
+    assert all(x.outcome == "inconclusive at this scale" for x in v.values()), v
+    assert ws.verdicts({}) == []
 
 
 def test_shards_split_the_points(cifar10, tmp_path, monkeypatch):

@@ -80,7 +80,8 @@ def _cmd_window(args) -> int:
 
 def _cmd_sweep_window(args) -> int:
     from .data import load_dataset
-    from .figures.selmatch_fig3 import load_sweep, run_sweep, summarise, verdict
+    from .figures.selmatch_fig3 import load, run_sweep, verdicts
+    from .verdicts import render
 
     k, _, n = args.shard.partition("/")
     try:
@@ -88,10 +89,9 @@ def _cmd_sweep_window(args) -> int:
     except ValueError:
         raise ValueError(f"--shard must be k/n with whole numbers, e.g. 0/2; got {args.shard!r}")
     n = run_sweep(load_dataset("cifar10"), args.profile, shard=shard, reverse=args.reverse)
-    table, missing = load_sweep(args.profile)
-    print(f"trained {n} networks; {len(table)} points present, {len(missing)} missing")
-    for line in verdict(summarise(table)):
-        print(line)
+    loaded = load(args.profile)
+    print(f"trained {n} networks; {loaded.describe(args.profile)}")
+    print(render(verdicts(loaded)))
     return 0
 
 

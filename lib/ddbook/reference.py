@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from . import paths
 
-__all__ = ["paper_numbers", "paper_value"]
+__all__ = ["paper_numbers", "paper_value", "confidence"]
 
 
 @lru_cache(maxsize=1)
@@ -51,3 +51,14 @@ def paper_value(**match) -> dict:
     if len(rows) != 1:
         raise LookupError(f"{len(rows)} rows of paper-numbers.csv match {match}; expected exactly one")
     return rows[0]
+
+
+def confidence(rows) -> str:
+    """How far to trust ``rows`` (from :func:`paper_numbers`), for a caption: each distinct
+    (paper, where) with its confidence tag, e.g. "MTT Table 1: paper table; SelMatch Table 1:
+    table image, secondary"."""
+    seen = dict.fromkeys(f"{r['paper']} {r['where']}: {r['confidence']}" for r in rows)
+    if not seen:
+        raise LookupError("no paper numbers given: nothing to state the confidence of")
+    return "; ".join(seen)
+
