@@ -25,42 +25,88 @@ def test_datm_ranges_scale_with_the_expert_length(epochs, expected):
 
 def test_datm_plan_is_three_ranges_at_two_ipcs_and_resolves():
     for profile in ("ci", "quick"):
-        plan = mr.plan(get_profile(profile))
-        assert len(plan) == 6 and len({r.name for r in plan}) == 6, [r.name for r in plan]
-        for r in plan:
+        runs = mr.range_runs(get_profile(profile))
+        assert len(runs) == 6 and len({r.name for r in runs}) == 6, [r.name for r in runs]
+        for r in runs:
             p = resolve(r.preset, profile, r.overrides)
             assert p.match.learn_labels and p.soft_labels == "correct-experts", "DATM soft labels"
             assert p.match.max_start_epoch - 1 + p.match.expert_epochs <= p.experts.epochs
-    quick = {r.name: resolve(r.preset, "quick", r.overrides) for r in mr.plan(get_profile("quick"))}
+        plan = mr.plan(get_profile(profile))
+        assert [x.name for x in plan] == ["datm-experts"] + [r.name for r in runs]
+    quick = {r.name: resolve(r.preset, "quick", r.overrides)
+             for r in mr.range_runs(get_profile("quick"))}
     mtt = resolve("mtt-cifar10-ipc10", "quick")
     assert quick["datm-ranges-ipc10-late"].experts == mtt.experts, \
         "at quick DATM shares MTT's ZCA experts"
     assert quick["datm-ranges-ipc500-all"].ipc == 500
+    assert mr.SEGMENTS["quick"] == "epochs" and mr.SEGMENTS["ci"] == "progress"
 
 
-def _fake(data: dict):
+def test_progress_defines_the_segments():
+    from ddbook.experts import progress_epoch, training_progress
+
+    # two experts over 11 snapshots: fast early rise, then a plateau (a dip is ignored)
+    curves = [[0.1, 0.3, 0.4, 0.45, 0.5, 0.52, 0.53, 0.54, 0.55, 0.55, 0.55],
+              [0.1, 0.3, 0.4, 0.45, 0.5, 0.52, 0.53, 0.54, 0.55, 0.54, 0.55]]
+    prog = training_progress(curves)
+    assert prog[0] == 0 and prog[-1] == 1 and (prog[1:] >= prog[:-1]).all(), prog
+    assert progress_epoch(prog, 0.5) == 2 and progress_epoch(prog, 0.8) == 4
+    o = {w: mr.progress_range_overrides(w, prog, 10, 2) for w in mr.PROGRESS_RANGES}
+    spans = {w: (x["match.min_start_epoch"], x["match.max_start_epoch"]) for w, x in o.items()}
+    assert spans == {"early": (0, 2), "all": (0, 9), "late": (4, 9)}, spans
+    assert all(x["match.initial_max_start_epoch"] is None for x in o.values())
+    with pytest.raises(ValueError, match="never rises"):
+        training_progress([[0.5, 0.4, 0.3]])
+    with pytest.raises(ValueError, match="one list"):
+        training_progress([0.1, 0.2])
+
+
+def test_ci_ranges_come_from_the_experts_curves(monkeypatch):
+    ci = get_profile("ci")
+    plan = mr.plan(ci)
+    curves, late = plan[0], plan[3]
+    assert late.name == "datm-ranges-ipc10-late"
+    monkeypatch.setattr(mr.ExpertCurves, "load", lambda self, profile: None)
+    assert late.load(ci) is None, "no curves yet: the range run is missing, not guessed"
+    with pytest.raises(FileNotFoundError, match="--only datm-experts"):
+        late.run(ci)
+    prog = [0.0, 0.6, 0.9, 1.0, 1.0, 1.0, 1.0]         # 6-epoch experts at ci
+    monkeypatch.setattr(mr.ExpertCurves, "load", lambda self, profile: _fake({"progress": prog}))
+    o = late.resolved(ci).overrides
+    assert (o["match.min_start_epoch"], o["match.max_start_epoch"]) == (2, 5), o
+    assert curves.config(ci)["experts"]["epochs"] == 6
+
+
+def _fake(data: dict, profile="quick", labels=None):
     class R:  # the parts of results.Result the verdicts read
         pass
     r = R()
-    r.data = data
+    r.data, r.provenance, r.arrays = data, {"profile": profile}, {"labels": labels}
     return r
 
 
-def _point(mean, std=0.01, runs=2):
-    return {"mean": mean, "std": std, "runs": runs}
+def _runs(ipc, accs: dict, loss=0.1, labels=None):
+    return {f"datm-ranges-ipc{ipc}-{w}": _fake({"result_at_declared_iteration": {
+        "accuracies": a, "train_loss": [loss, loss]}}, labels=labels) for w, a in accs.items()}
 
 
-def test_datm_verdict_reads_both_halves_of_the_claim():
-    def runs_for(ipc, early, all_, late):
-        return {f"datm-ranges-ipc{ipc}-{w}": _fake({"n_images": 10 * ipc,
-                                                    "result_at_declared_iteration": _point(a)})
-                for w, a in (("early", early), ("all", all_), ("late", late))}
-    lines = mr.datm_verdict({**runs_for(10, 0.40, 0.38, 0.30), **runs_for(500, 0.60, 0.61, 0.64)})
-    assert "late loses to the better of early/all (early) by 10.0 points" in lines[0], lines[0]
-    assert "late beats the better of early/all (all) by 3.0 points" in lines[1], lines[1]
-    assert lines[-1].endswith("late wins at the large IPC (500): yes"), lines[-1]
-    assert "late loses at the small IPC (10): yes" in lines[-1]
-    partial = mr.datm_verdict(runs_for(10, 0.4, 0.4, 0.3) | {
-        "datm-ranges-ipc500-late": _fake({"n_images": 5000,
-                                          "result_at_declared_iteration": _point(0.5)})})
-    assert "IPC 500: incomplete (late present)" in partial
+def test_verdicts_on_both_halves_and_the_fit_check():
+    import torch
+
+    small = _runs(10, {"early": [0.40, 0.41], "all": [0.39, 0.40], "late": [0.30, 0.31]})
+    large = _runs(500, {"early": [0.60, 0.61], "all": [0.605, 0.60], "late": [0.64, 0.65]})
+    out = {v.claim: v for v in mr.verdicts({**small, **large})}
+    assert out["IPC 10: matching early segments beats matching late ones"].outcome == "supported"
+    assert out["IPC 500: matching late segments beats matching early ones"].outcome == "supported"
+    flat = _runs(10, {"early": [0.40, 0.42], "late": [0.41, 0.40]})
+    assert mr.verdicts(flat)[0].outcome == "inconclusive at this scale"
+    reversed_ = _runs(10, {"early": [0.30, 0.31], "late": [0.40, 0.41]})
+    assert mr.verdicts(reversed_)[0].outcome == "contradicted"
+    # soft labels with entropy ln 2 (two classes at 1/2): a loss of 0.9 is 0.21 nats above it
+    soft = torch.log(torch.tensor([[0.5, 0.5]]))
+    unfit = _runs(500, {"early": [0.60, 0.61], "late": [0.64, 0.65]}, loss=0.9, labels=soft)
+    v = mr.verdicts(unfit)[0]
+    assert v.outcome == "inconclusive at this scale" and v.note.startswith("not testable"), v
+    assert abs(mr.fit_excess(next(iter(unfit.values()))) - (0.9 - 0.6931)) < 1e-3
+    fit = _runs(500, {"early": [0.60, 0.61], "late": [0.64, 0.65]}, loss=0.7, labels=soft)
+    assert mr.verdicts(fit)[0].outcome == "supported"

@@ -23,30 +23,63 @@ def test_mtt_plan_respects_the_profile_cap():
     assert "mtt-cifar10-ipc50-random-learned-lr" in names and "cross-arch-VGG11-lr0.01" in names
 
 
-def _fake(data: dict):
-    class R:  # the parts of results.Result the verdicts read
+def _fake(data: dict, config: dict | None = None):
+    class R:  # the parts of results.Result the tables and verdicts read
         pass
     r = R()
-    r.data = data
+    r.data, r.provenance = data, {"config": config or {}}
     return r
 
 
-def _point(mean, std=0.01, runs=2):
-    return {"mean": mean, "std": std, "runs": runs}
+def _point(accs, lr=0.03, iteration=200):
+    mean = sum(accs) / len(accs)
+    return {"mean": mean, "std": max(accs) - mean, "runs": len(accs), "accuracies": accs,
+            "lr": lr, "iteration": iteration}
 
 
-def test_mtt_verdict_reads_gains_and_the_paper():
-    runs = {f"mtt-cifar10-ipc{i}": _fake({"result_at_declared_iteration": _point(a),
-                                          "baseline": _point(b)})
-            for i, a, b in ((1, 0.30, 0.15), (10, 0.42, 0.30), (50, 0.55, 0.50))}
-    lines = mr.mtt_verdict(runs)
-    assert lines[0].startswith("IPC 1: distilled 30.0 ± 1.0 % vs random real 15.0 % (+15.0 points")
-    assert "the paper's gap: +31.9 points (46.3 vs 14.4)" in lines[0], lines[0]
-    assert lines[-2] == "distillation beats its random real initialisation at 3/3 IPCs (the paper: at every IPC)"
-    # gains 15, 12, 5 against the paper's 31.9, 39.3, 28.2
-    assert lines[-1].startswith("IPCs by gain, ours: [1, 10, 50]; the paper's: [10, 1, 50] (a different order)")
-    runs["mtt-cifar10-ipc10"].data["result_at_declared_iteration"] = _point(0.50)
-    assert "(the same order)" in mr.mtt_verdict(runs)[-1]
+def _table_runs(rows):
+    found = {}
+    for ipc, distilled, base, learned in rows:
+        found[f"mtt-cifar10-ipc{ipc}"] = _fake({
+            "result_at_declared_iteration": _point(distilled),
+            "best_over_checkpoints": _point([a + 0.01 for a in distilled], iteration=150),
+            "baseline": _point(base, lr=0.01)})
+        if learned is not None:
+            found[f"mtt-cifar10-ipc{ipc}-random-learned-lr"] = _fake(_point(learned))
+    return found
+
+
+def test_table_rows_split_the_gain_and_read_the_paper():
+    found = _table_runs([(1, [0.30, 0.31], [0.15, 0.16], [0.20, 0.21]),
+                         (10, [0.42, 0.43], [0.30, 0.29], None)])
+    rows = {r["ipc"]: r for r in mr.table_rows(found)}
+    assert set(rows) == {1, 10}, "IPC 50 absent: no row"
+    r1 = rows[1]
+    assert (r1["distilled, final iteration"], r1["random real, lr 0.01"],
+            r1["random real, learned step size"]) == (30.5, 15.5, 20.5)
+    assert r1["gain from the step size"] == 5.0 and r1["gain from the pixels"] == 10.0
+    assert r1["distilled, best over checkpoints"] == 31.5 and r1["best at iteration"] == 150
+    assert (r1["paper"], r1["paper random"]) == (46.3, 14.4), "MTT Table 1 from the csv"
+    assert rows[10]["gain from the pixels"] is None, "no learned-lr baseline: no split"
+
+
+def test_verdicts_per_ipc_and_architecture():
+    found = _table_runs([(1, [0.30, 0.31], [0.15, 0.16], [0.30, 0.315]),
+                         (10, [0.42, 0.43], [0.47, 0.48], None)])
+    found.update({"cross-arch-VGG11": _fake(_point([0.40, 0.41])),
+                  "cross-arch-VGG11-random": _fake(_point([0.30, 0.31])),
+                  "cross-arch-AlexNet": _fake(_point([0.40, 0.41]))})
+    out = {v.claim: v for v in mr.verdicts(found)}
+    assert out["IPC 1: the distilled set beats the random real images it starts from (lr 0.01)"
+               ].outcome == "supported"
+    assert out["IPC 1: the pixels: the distilled set beats the same random images at its learned "
+               "step size"].outcome == "inconclusive at this scale", "0.3 points against 1 of noise"
+    assert out["IPC 10: the distilled set beats the random real images it starts from (lr 0.01)"
+               ].outcome == "contradicted"
+    assert out["VGG-11: the IPC 10 set beats random real images trained the same way"
+               ].outcome == "supported"
+    assert not any(k.startswith("AlexNet") for k in out), "AlexNet has no random-real piece"
+    assert all("ONE distilled set" in v.note for v in out.values())
 
 
 def test_display_copies_undo_the_normalisation(cifar10):
@@ -109,9 +142,10 @@ def test_cross_arch_plan_pairs_every_network_with_its_random_baseline():
     assert distilled["set"] != random["set"], "the two results files cannot be mistaken"
 
 
-def test_cross_arch_rows_and_verdict():
+def test_cross_arch_rows_and_diagnostics():
     def res(mean, std=0.002, runs=2, lr=0.01):
-        return _fake({"mean": mean, "std": std, "runs": runs, "epochs": 300, "lr": lr})
+        return _fake({"mean": mean, "std": std, "runs": runs, "epochs": 300, "lr": lr},
+                     {"eval": {"width": 32}})
     found = {"ConvNet": res(0.42), "ConvNet-random": res(0.26), "VGG11": res(0.15),
              "VGG11-random": res(0.20), "AlexNet": res(0.21)}
     found["VGG11"].data["lr"] = 0.0324
@@ -120,19 +154,13 @@ def test_cross_arch_rows_and_verdict():
     assert rows["VGG11"]["gain"] == -5.0
     assert rows["VGG11"]["kept of ConvNet"] == round(0.15 / 0.42, 3)
     assert rows["VGG11"]["paper kept of ConvNet"] == round(50.3 / 64.3, 3)
+    assert rows["VGG11"]["conv_width"] == 32, "ours divides by our (width-32) ConvNet"
     assert rows["ResNet18"]["distilled"] is None and rows["AlexNet"]["gain"] is None
-    lines = mr.cross_arch_verdict(found)
-    assert lines[0].startswith("ConvNet-3 (instance norm): distilled 42.0 ± 0.2 % vs random real "
-                               "26.0 % (+16.0 points)"), lines[0]
-    assert "VGG-11: distilled 15.0 ± 0.2 % vs random real 20.0 % (-5.0 points); keeps 36% of its " \
-           "ConvNet accuracy (the paper: 78%)" == lines[2], lines[2]
-    assert lines[1] == "ResNet-18: incomplete (missing: distilled, random real)"
-    assert lines[3] == "AlexNet: incomplete (missing: random real)"
-    assert lines[-1] == "the distilled set beats the random real images at 1/2 architectures"
+    assert mr.cross_arch_diagnostics(found) == []
     found["VGG11-lr0.01"] = res(0.31, 0.01)
-    assert mr.cross_arch_verdict(found)[-1] == (
+    assert mr.cross_arch_diagnostics(found) == [
         "diagnostic, VGG-11: the distilled set at a fixed lr 0.01 instead of its learned step size "
-        "(0.0324): 31.0 ± 1.0 % (at the learned step size 15.0 %; random real at 0.01: 20.0 %)")
+        "(0.0324): 31.0 ± 1.0 % (at the learned step size 15.0 %; random real at 0.01: 20.0 %)"]
 
 
 def test_need_sets_reruns_a_finished_run_whose_set_the_cache_lost(tmp_path, monkeypatch):

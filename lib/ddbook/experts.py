@@ -36,7 +36,7 @@ from .train import (GSAMStep, accuracy, check_labels, default_device, progress, 
                     train_epoch)
 
 __all__ = ["ExpertConfig", "ExpertBuffer", "train_experts", "expert_folder",
-           "data_fingerprint"]
+           "data_fingerprint", "training_progress", "progress_epoch"]
 
 FORMAT = 1
 DATA_SEED_OFFSET = 2**32  # expert i shuffles/augments from seed + i + this, inits from seed + i
@@ -297,3 +297,31 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
                           stop_after_epochs, callback):
             break
     return buffer
+
+
+def training_progress(test_accuracy) -> np.ndarray:
+    """How far the experts have come at each snapshot, in [0, 1]: the mean test accuracy over
+    experts (``test_accuracy``: one list of E + 1 values per expert, as ``ExpertBuffer.info``
+    records them), as a fraction of its gain from the init to its best snapshot, running maximum
+    (so that "progress p is reached at epoch e" is well defined). Ours: DATM defines its early and
+    late segments by epoch, for 100-epoch experts; training progress carries them over to experts
+    of another length or learning rate. Used in: ddbook.figures.datm_early_late."""
+    acc = np.asarray(test_accuracy, dtype=float)
+    if acc.ndim != 2 or acc.shape[1] < 2 or not np.isfinite(acc).all():
+        raise ValueError(f"test_accuracy must be one list of E + 1 >= 2 finite accuracies per "
+                         f"expert (train the experts with a test set); got shape {acc.shape}")
+    mean = acc.mean(axis=0)
+    gain = mean.max() - mean[0]
+    if gain <= 0:
+        raise ValueError("the experts' mean test accuracy never rises above its value at the init: "
+                         "no training progress to define segments by")
+    return np.maximum.accumulate(np.clip((mean - mean[0]) / gain, 0.0, 1.0))
+
+
+def progress_epoch(progress: np.ndarray, fraction: float) -> int:
+    """The first epoch at which ``progress`` (from :func:`training_progress`) reaches
+    ``fraction`` in [0, 1]."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    return int(np.argmax(np.asarray(progress) >= fraction - 1e-6))   # float32 accuracies
+
