@@ -71,6 +71,16 @@ def test_best_of_10_on_noise_is_not_rewarded_when_cross_fitted():
     assert rate(naive) > rate(point)
 
 
+def test_argmax_trend_on_noise_is_rarely_supported():
+    rng, n = np.random.default_rng(2), 100
+    got = [V.argmax_trend({x: {k: 0.6 + rng.normal(0, .01, 3) for k in KEYS} for x in XS}, "c",
+                          n_boot=300, seed=i).outcome for i in range(n)]
+    assert got.count(S) <= 8 and got.count(C) <= 8, (got.count(S), got.count(C))
+    v = V.argmax_trend(_argmax_table(1, np.random.default_rng(0)), "c", units="β", per="unit of ratio")
+    assert v.units == "β per unit of ratio" and v.n == "4 x values x 5 keys x 3 runs"
+    assert v.details["picks"] == dict(zip(XS, KEYS[::-1]))
+
+
 def test_crossfit_picks_never_see_the_held_out_run():
     # in-sample best is "a" (mean .633 > .6); leaving run 0 out, "b" wins the other runs
     v = V.crossfit_best({"a": [0.9, 0.5, 0.5], "b": [0.6, 0.6, 0.6]}, [0.5, 0.52, 0.48], "best wins")
@@ -161,6 +171,7 @@ def test_render_and_summary():
     table = V.render(vs)
     page, md, text = table._repr_html_(), table._repr_markdown_(), str(table)
     assert "<script" not in page and "&lt;script&gt;" in page and "http" not in page
+    assert "95 % interval" in page
     assert "width:" not in page.replace("max-width", "")  # nothing fixed-width
     for v in vs:
         assert v.outcome in page and v.outcome in md and v.outcome in text

@@ -177,6 +177,14 @@ def crossfit_best(points: Mapping[Hashable, Sequence[float]], baseline: Sequence
     unpaired — :func:`compare_means` (Welch) of the R held-out scores against the baseline's runs
     (subtracting the baseline's mean from each margin would ignore that mean's own noise).
     The picks per fold are in ``note`` and ``details["picks"]``. R < 2: inconclusive.
+
+    Read: supported means the *procedure* "take the best key" beats the baseline on runs it did not
+    choose on. The folds share runs (run r helps pick for every other fold), so the held-out margins
+    are slightly positively correlated and the interval a little narrow: on pure noise (10 keys,
+    same distribution as the baseline) it said supported in 3.9 % and contradicted in 3.6 % of
+    3,000 experiments at 3 runs (5.3 % / 4.1 % of 1,500 at 5 runs), against 2.5 % each nominal;
+    the naive "best key vs baseline" Welch test said supported in 7.5 % (11 % at 5 runs), with an
+    upward-biased effect. Ties between keys go to the smallest key.
     """
     vals, keys = _points(points, "crossfit_best")
     base = _runs(baseline, "baseline")
@@ -242,7 +250,7 @@ def trend(x: Sequence[float], ys: Sequence[Sequence[float]], claim: str, *,
 
 def argmax_trend(table: Mapping[float, Mapping[float, Sequence[float]]], claim: str, *,
                  direction: str = "decreasing", n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95, per: str = "unit of x") -> Verdict:
+                 level: float = 0.95, units: str = "key", per: str = "unit of x") -> Verdict:
     """"The best key moves with x" (best α falls as the subset grows, best β moves harder): tested
     on the noise of the pick itself.
 
@@ -251,27 +259,28 @@ def argmax_trend(table: Mapping[float, Mapping[float, Sequence[float]]], claim: 
     mean of the tied keys). Bootstrap: ``n_boot`` times, resample the runs of every (x, key) cell with
     replacement (``np.random.default_rng(seed)``, cells drawn in sorted x, then sorted key order),
     recompute each argmax and the slope; the interval is the percentile interval of the signed
-    slope (> 0 follows ``direction``), and the effect is the slope on the observed means. Read:
-    supported if the interval is above 0; a pick that flips under resampling gives an interval
-    that straddles 0. Cells with fewer than two runs: inconclusive (nothing to resample).
+    slope (> 0 follows ``direction``), in ``units`` (the key's, e.g. "β") per ``per``; the effect
+    is the slope on the observed means. Read: supported if the interval is above 0; a pick that
+    flips under resampling gives an interval that straddles 0 (on pure noise, 4 ratios x 5 keys x
+    3 runs, it said supported in 1 % of 400 experiments). A best key that never moves gives [0, 0]:
+    inconclusive. Cells with fewer than two runs: inconclusive (nothing to resample).
     """
     sign = _direction(direction)
     _check_level(level)
+    for x, row in table.items():
+        if not all(isinstance(k, (int, float, np.number)) for k in [x, *row]):
+            raise ValueError(f"argmax_trend: x and keys must be numbers (β, α values); got x={x!r}, "
+                             f"keys {list(row)}")
     xs = sorted(table)
     if len(xs) < 2:
         raise ValueError("argmax_trend: the table needs at least two x values (e.g. two subset ratios)")
     cells = {x: _points(table[x], f"argmax_trend at x={x}") for x in xs}
-    for x, (_, keys) in cells.items():
-        if not all(isinstance(k, (int, float, np.number)) for k in keys + [x]):
-            raise ValueError(f"argmax_trend: x and keys must be numbers (β, α values); got x={x!r}, "
-                             f"keys {keys}")
     xa = np.asarray(xs, dtype=float)
     picks = np.array([_argmax_key(v.mean(axis=1)[None], np.asarray(k, float))[0]
                       for v, k in cells.values()])
     effect = sign * _slope(xa, picks[None])[0]
-    runs = min(v.shape[1] for v, _ in cells.values())
-    n = f"{len(xs)} x values x {len(cells[xs[0]][1])} keys x {runs}+ runs"
-    test, units = f"bootstrap of the argmax slope, {n_boot} resamples", f"key per {per}"
+    runs, n = _grid_runs(cells)
+    test, units = f"bootstrap of the argmax slope, {n_boot} resamples", f"{units} per {per}"
     note = "best key per x: " + ", ".join(f"{x:g} → {p:g}" for x, p in zip(xs, picks))
     if runs < 2:
         return _no_noise(claim, effect, level, n, test, units, note + "; one run per cell: nothing to resample")
@@ -296,7 +305,9 @@ class VerdictTable:
 
     def _repr_html_(self) -> str:
         cell = 'style="padding:.2em .5em;vertical-align:top;text-align:left;overflow-wrap:break-word"'
-        head = ["claim", "outcome", "effect", "interval", "runs", "test"]
+        levels = {v.level for v in self.verdicts}
+        ci = f"{_pct(levels.pop())} interval" if len(levels) == 1 else "interval"
+        head = ["claim", "outcome", "effect", ci, "runs", "test"]
         rows = ["<tr>" + "".join(f"<th {cell}>{h}</th>" for h in head) + "</tr>"]
         for v in self.verdicts:
             r = v.as_row()
@@ -374,6 +385,14 @@ def _points(points: Mapping, where: str) -> tuple[np.ndarray, list]:
         raise ValueError(f"{where}: every key needs the same number of runs (run r = index r), got "
                          + ", ".join(f"{k}: {len(r)}" for k, r in zip(keys, rows)))
     return np.stack(rows), keys
+
+
+def _grid_runs(cells: Mapping) -> tuple[int, str]:
+    """The fewest runs in any cell, and the grid in words ("4 x values x 5 keys x 3 runs")."""
+    keys = sorted({len(k) for _, k in cells.values()})
+    runs = sorted({v.shape[1] for v, _ in cells.values()})
+    span = lambda s: f"{s[0]}" if len(s) == 1 else f"{s[0]}–{s[-1]}"  # noqa: E731
+    return runs[0], f"{len(cells)} x values x {span(keys)} keys x {span(runs)} runs"
 
 
 def _check_level(level: float) -> None:
