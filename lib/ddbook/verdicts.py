@@ -5,7 +5,7 @@ one rule: **supported** when the whole confidence interval of the effect lies ab
 **contradicted** when it lies wholly below 0, **inconclusive at this scale** otherwise (and whenever
 the runs cannot estimate their own noise: fewer than two runs, or zero run-to-run variance). The
 effect is signed so that > 0 favours the claim, in accuracy points unless stated (``scale=100``
-turns fractions into points).
+turns fractions into points; ``runs="3 vs 3 networks"`` overrides the runs in words).
 
 - :func:`compare_means` — mean(a) > mean(b): Welch's t interval (Welch–Satterthwaite df).
 - :func:`one_sample` — mean(diffs) > 0 for paired or cross-fitted differences: t interval.
@@ -16,7 +16,7 @@ turns fractions into points).
 - :func:`argmax_trend` — the best key moves with x: bootstrap over runs of the argmax's slope.
 - :func:`render` (a table for a page), :func:`summary` (a paragraph for its Summary).
 
-Used in: every page's verdict (via ``ddbook.figures``).
+Used in: every page's verdict (the page modules of issue 13, ``ddbook.figures``).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["OUTCOMES", "Verdict", "compare_means", "one_sample", "bootstrap_diff", "at_point",
+__all__ = ["OUTCOMES", "Verdict", "VerdictTable", "compare_means", "one_sample", "bootstrap_diff", "at_point",
            "crossfit_best", "trend", "argmax_trend", "render", "summary"]
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = OUTCOMES = (
@@ -283,7 +283,8 @@ def argmax_trend(table: Mapping[float, Mapping[float, Sequence[float]]], claim: 
     test, units = f"bootstrap of the argmax slope, {n_boot} resamples", f"{units} per {per}"
     note = "best key per x: " + ", ".join(f"{x:g} → {p:g}" for x, p in zip(xs, picks))
     if runs < 2:
-        return _no_noise(claim, effect, level, n, test, units, note + "; one run per cell: nothing to resample")
+        return _no_noise(claim, effect, level, n, test, units,
+                         note + "; one run per cell: nothing to resample")
     rng = np.random.default_rng(seed)
     boot = np.stack([_argmax_key(np.stack([_boot_means(row, n_boot, rng) for row in v], axis=1),
                                  np.asarray(k, float)) for v, k in cells.values()], axis=1)
@@ -311,8 +312,8 @@ class VerdictTable:
         rows = ["<tr>" + "".join(f"<th {cell}>{h}</th>" for h in head) + "</tr>"]
         for v in self.verdicts:
             r = v.as_row()
-            badge = (f'<span style="background:{_BADGE[v.outcome]};color:#fff;padding:0 .4em;'
-                     f'border-radius:.3em">{html.escape(v.outcome)}</span>')
+            badge = (f'<span style="display:inline-block;background:{_BADGE[v.outcome]};color:#fff;'
+                     f'padding:0 .4em;border-radius:.3em">{html.escape(v.outcome)}</span>')
             claim = html.escape(v.claim) + (f"<br><small>{html.escape(v.note)}</small>" if v.note else "")
             values = [claim, badge, *(html.escape(str(x)) for x in list(r.values())[2:])]
             rows.append("<tr>" + "".join(f"<td {cell}>{x}</td>" for x in values) + "</tr>")
