@@ -78,7 +78,7 @@ with results.Timer() as load_time:
     forgetting = ddbook.load_published_scores(ds, "forgetting")
 print(f"{len(ds.train):,} training images of {ds.num_classes} classes "
       f"(from {Path(ds.source).name})")
-print(f"{chosen.name}: read from {Path(chosen.source).name}; the hard end is the {chosen.hard} end")
+print(f"{chosen.name}: {chosen.source}; the hard end is the {chosen.hard} end")
 
 # %% [markdown]
 # ## The easiest and the hardest images of each class
@@ -187,14 +187,35 @@ else:
 fig = plotting.correlation_bars(series, ds.classes)
 
 # %% [markdown]
+# ## Verdict
+#
+# Do the scores rank the images alike? Within each class, a negative Spearman ρ between a score and
+# the C-score means agreement; the test is a one-sample t over the ten classes' ρ (the classes are
+# the replicates here, not training runs), for the two published files and for each of our scores
+# (from the committed `quick` run).
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown
+
+from ddbook.verdicts import render, summary
+
+judged = {"published-agreement": agreement, **({"our-scores": quick} if quick is not None else {})}
+v = page.verdicts(judged)
+render(v)
+
+# %% [markdown]
 # ## Summary
 #
 # - The published scores map onto the JPEG copy of CIFAR-10 through each image's within-class rank;
-#   the mapping is checked for length and class counts, and the two independent score files agree
-#   in direction in every class (negative ρ above).
-# - Our EL2N and forgetting scores, computed from scratch, agree in direction with the published
-#   C-scores (negative within-class ρ in the figure above, at the scale stated there);
-#   this is the evidence that the score mapping onto the JPEG images is right.
+#   the mapping is checked for length and class counts.
+# - Whether the two independent score files, and our EL2N and forgetting scores computed from
+#   scratch, agree with the published C-scores is the verdict above; agreement is the evidence that
+#   the score mapping onto the JPEG images is right. In words (generated from the verdict table):
+
+# %% tags=["hide-input"]
+Markdown(summary(v))
+
+# %% [markdown]
 # - Easy images are prototypes; hard images are the unusual, cluttered and sometimes mislabelled ones.
 #   SelMatch's observation is that a small synthetic set should *not* be built from either extreme
 #   alone: its sliding window picks a band whose position depends on the set's size.

@@ -63,3 +63,25 @@ def test_every_committed_quick_result_loads_as_current(monkeypatch):
         current |= {r.path.resolve() for r in got.found.values()}
     unclaimed = sorted(str(p.relative_to(ROOT)) for p in committed - current)
     assert not unclaimed, f"committed quick results no figure module loads as current: {unclaimed}"
+
+
+def test_confidence_names_each_source_once():
+    from ddbook.reference import confidence, paper_numbers
+
+    rows = paper_numbers(paper="MTT", where="Table 1", dataset="CIFAR-10")
+    assert confidence(rows + rows) == "MTT Table 1: paper table"
+    with pytest.raises(LookupError, match="no paper numbers"):
+        confidence([])
+
+
+def test_difficulty_verdicts_test_the_per_class_correlations():
+    class R:
+        def __init__(self, data):
+            self.data = data
+    mod = figures.find("difficulty-scores")[0]
+    agree = R({"spearman_per_class": {c: -0.5 - 0.01 * i for i, c in enumerate("abcdefghij")}})
+    noise = R({"spearman_per_class": {c: (-1) ** i * 0.05 for i, c in enumerate("abcdefghij")}})
+    assert [v.outcome for v in mod.verdicts({"published-agreement": agree})] == ["supported"]
+    assert [v.outcome for v in mod.verdicts({"published-agreement": noise})] == \
+        ["inconclusive at this scale"]
+

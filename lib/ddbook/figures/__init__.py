@@ -28,7 +28,7 @@ from ._common import Loaded, as_profile, committed_or_live
 
 __all__ = ["Loaded", "committed_or_live", "modules", "find", "reproduce", "names", "REQUIRED"]
 
-REQUIRED = ("NAME", "NOTEBOOK", "TITLE", "plan", "run", "load")
+REQUIRED = ("NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts")
 
 
 @lru_cache(maxsize=1)

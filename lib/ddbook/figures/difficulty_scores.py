@@ -16,8 +16,8 @@ from ..profiles import Profile
 from ..results import Timer, load_result, save_result
 from ._common import Loaded, as_profile, load_pieces, run_pieces
 
-__all__ = ["NAME", "NOTEBOOK", "TITLE", "ALIASES", "plan", "run", "load", "run_scores",
-           "run_agreement"]
+__all__ = ["NAME", "NOTEBOOK", "TITLE", "ALIASES", "plan", "run", "load", "verdicts",
+           "run_scores", "run_agreement"]
 
 NAME = "difficulty-scores"
 NOTEBOOK = "difficulty_scores"
@@ -119,3 +119,29 @@ def load(profile: Profile) -> Loaded:
     """Both pieces at ``profile``: found (current), missing, stale."""
     profile = as_profile(profile)
     return load_pieces(plan(profile), profile)
+
+
+def _agrees(rho: dict, claim: str):
+    """One-sample t on the per-class within-class ρ, signed so that > 0 means agreement (the
+    C-score is low for hard images, the other scores high)."""
+    from ..verdicts import one_sample
+    return one_sample([-r for r in rho.values()], claim, units="(−ρ)", scale=1.0,
+                      runs=f"{len(rho)} classes")
+
+
+def verdicts(loaded) -> list:
+    """Whether the scores rank the images alike within each class (one-sample t over the classes'
+    Spearman ρ; the classes, not runs, are the replicates): the two published files, and each of
+    our scores against the published C-score. ``loaded``: a Loaded or a {piece: Result} dict."""
+    found = loaded.found if isinstance(loaded, Loaded) else loaded
+    out = []
+    if "published-agreement" in found:
+        out.append(_agrees(found["published-agreement"].data["spearman_per_class"],
+                           "the published C-score and forgetting counts agree on which images "
+                           "are hard"))
+    if "our-scores" in found:
+        for name, v in found["our-scores"].data["spearman_vs_cscore"].items():
+            out.append(_agrees(v["per_class"], f"our {name.upper() if name == 'el2n' else name} "
+                               f"score agrees with the published C-score on which images are hard"))
+    return out
+
