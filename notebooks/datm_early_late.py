@@ -127,7 +127,7 @@ if curves is None:
           f"{datm.EXPERTS_PIECE}` records them): drawing the smoke run's instead")
     curves, curves_label = live.found.get(datm.EXPERTS_PIECE), P.name
 
-# %% mystnb={"figure": {"caption": "Test accuracy of each expert after every epoch (thin lines) and their training progress, the mean gain so far as a fraction of the total (thick), at the profile named on the axis.", "name": "fig-datm-experts"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of each expert after every epoch (thin lines) and their training progress, the mean gain so far as a fraction of the total (thick), at the profile named on the axis.", "name": "fig-datm-experts"}}
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 if curves is not None:
     for acc in curves.data["test_accuracy"]:
@@ -152,7 +152,7 @@ glue("datm-paper-confidence", confidence(datm_paper), display=False)
 # %% [markdown]
 # ## Accuracy over distillation, per range
 
-# %% mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the synthetic set (soft labels, DATM's protocol) against the distillation iteration, when the start epochs are drawn from the early, the whole or the late part of the expert trajectories; one panel per IPC. Ours at the profile named on the axis; stars right of the curves: the paper's final readings at the IPC it shows (10 and 1000, the nearest to ours), labelled as the paper's; their confidence: {glue:text}`datm-paper-confidence`.", "name": "fig-datm-ranges"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the synthetic set (soft labels, DATM's protocol) against the distillation iteration, when the start epochs are drawn from the early, the whole or the late part of the expert trajectories; one panel per IPC. Ours at the profile named on the axis; stars right of the curves: the paper's final readings at the IPC it shows (10 and 1000, the nearest to ours), labelled as the paper's; their confidence: {glue:text}`datm-paper-confidence`.", "name": "fig-datm-ranges"}}
 colours = {"early": "C0", "all": "C7", "late": "C3"}
 fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(5 * max(1, len(runs)), 3.6),
                          squeeze=False)
@@ -200,7 +200,7 @@ pd.DataFrame([{
 # the image correctly and then learned. The panel shows, for the small set's "all" run, how much
 # probability the labels put on the image's own class after distillation.
 
-# %% mystnb={"figure": {"caption": "Softmax probability of the image's own class in the soft labels of the small set (the 'all' run) after distillation.", "name": "fig-datm-soft-labels"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Softmax probability of the image's own class in the soft labels of the small set (the 'all' run) after distillation.", "name": "fig-datm-soft-labels"}}
 small = next(iter(runs.values()), {}).get("all")
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 if small is not None and small.arrays and "labels" in small.arrays:

@@ -83,7 +83,7 @@ print(f"{chosen.name}: {chosen.source}; the hard end is the {chosen.hard} end")
 # %% [markdown]
 # ## The easiest and the hardest images of each class
 
-# %% mystnb={"figure": {"caption": "The easiest (left) and the hardest (right) training images of each CIFAR-10 class under the chosen published score. Easy images are canonical views on plain backgrounds; hard ones are unusual views, crops, clutter, and the odd mislabelled image.", "name": "fig-difficulty-extremes"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The easiest (left) and the hardest (right) training images of each CIFAR-10 class under the chosen published score. Easy images are canonical views on plain backgrounds; hard ones are unusual views, crops, clutter, and the odd mislabelled image.", "name": "fig-difficulty-extremes"}}
 rows = []
 for c in range(ds.num_classes):
     order = chosen.hardest_first(ds.train, c)
@@ -99,7 +99,7 @@ fig = plotting.image_grid(rows, row_labels=ds.classes, col_groups=groups)
 # How thin differs between classes (cats and birds have longer tails than cars and trucks),
 # which is one reason SelMatch picks its window per class rather than globally.
 
-# %% mystnb={"figure": {"caption": "Distribution of the published C-scores within each CIFAR-10 class (median marked). Low is hard.", "name": "fig-cscore-distributions"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Distribution of the published C-scores within each CIFAR-10 class (median marked). Low is hard.", "name": "fig-cscore-distributions"}}
 fig = plotting.score_distributions(
     cscore.values, ds.train.labels, ds.classes, "C-score", hard_side="low")
 
@@ -177,7 +177,7 @@ else:
     for name, v in quick.data["spearman_vs_cscore"].items():
         print(f"       {name:10s} mean within-class Spearman ρ with C-score: {v['mean']:+.3f}")
 
-# %% mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present (else from the live run, at the profile named in the legend).", "name": "fig-our-scores-vs-cscore"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present (else from the live run, at the profile named in the legend).", "name": "fig-our-scores-vs-cscore"}}
 if quick is not None:
     series = {f"{k} (quick)": v["per_class"]
               for k, v in quick.data["spearman_vs_cscore"].items()}

@@ -127,7 +127,7 @@ table = mtt.table_rows(shown_all)
 # Our distilled sets (filled circles) and the random real images they started from (open circles)
 # evaluated by MTT's protocol, next to the paper's Table 1 (stars).
 
-# %% mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the distilled set (filled circle, mean ± std over evaluation networks, at the final iteration) and on the random real images it was initialised from (open circle; the same protocol with lr 0.01), per images per class. Ours at the profile named in the legend; stars: MTT's Table 1 (ConvNet-3 width 128, 5 evaluations, the best over checkpoints), labelled as the paper's; its confidence: {glue:text}`mtt-paper-table-confidence`.", "name": "fig-mtt-accuracy"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the distilled set (filled circle, mean ± std over evaluation networks, at the final iteration) and on the random real images it was initialised from (open circle; the same protocol with lr 0.01), per images per class. Ours at the profile named in the legend; stars: MTT's Table 1 (ConvNet-3 width 128, 5 evaluations, the best over checkpoints), labelled as the paper's; its confidence: {glue:text}`mtt-paper-table-confidence`.", "name": "fig-mtt-accuracy"}}
 fig = plotting.versus_paper([{
     "setting": f"IPC {r['ipc']}", "ours": r["distilled, final iteration"],
     "ours_std": r["distilled std"], "ours_baseline": r["random real, lr 0.01"],
@@ -170,7 +170,7 @@ pd.DataFrame([{
 # visualisation does (`ddbook.synset.display_uint8`; the results keep these display copies of two
 # images per class, the full sets stay in each run's folder).
 
-# %% mystnb={"figure": {"caption": "For each IPC, the first image of each class: the initial real image (upper row) and the distilled one (lower row), at the profile named on the rows.", "name": "fig-mtt-images"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "For each IPC, the first image of each class: the initial real image (upper row) and the distilled one (lower row), at the profile named on the rows.", "name": "fig-mtt-images"}}
 grid_rows, labels = [], []
 for ipc in mtt.MTT_IPCS:
     r = shown.get(f"mtt-cifar10-ipc{ipc}")
@@ -184,7 +184,7 @@ fig = plotting.image_grid(grid_rows, labels) if grid_rows else print("no runs to
 # %% [markdown]
 # ## Loss and accuracy over distillation
 
-# %% mystnb={"figure": {"caption": "Left: the matching loss per iteration (thin) and its 10-iteration moving average. Right: test accuracy of evaluation networks trained on the set at each evaluation point (mean ± std). The start epoch is drawn anew every iteration, so the loss is noisy by construction.", "name": "fig-mtt-curves"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Left: the matching loss per iteration (thin) and its 10-iteration moving average. Right: test accuracy of evaluation networks trained on the set at each evaluation point (mean ± std). The start epoch is drawn anew every iteration, so the loss is noisy by construction.", "name": "fig-mtt-curves"}}
 fig = plotting.distill_curves({f"IPC {r.data['n_images'] // 10}": r.data for r in shown.values()},
                               label=shown_label)
 

@@ -117,7 +117,7 @@ peaks = paper_numbers(paper="SelMatch", where="Fig. 3*", dataset="CIFAR-10")
 randoms = paper_numbers(paper="SelMatch", where="Table 1", dataset="CIFAR-10", method="Random")
 glue("fig3-paper-confidence", confidence(peaks + randoms), display=False)
 
-# %% mystnb={"figure": {"caption": "Left: test accuracy of a network trained on the sliding-window subset against the window start β, per subset ratio (mean ± std over runs; circles mark the best β; dashed lines are random subsets of the same size). Ours, at the profile named on the axis. Right: the paper's best windows and its random baselines (ResNet-18 on CIFAR-10), as the paper reports them; how far to trust each: {glue:text}`fig3-paper-confidence`.", "name": "fig-selmatch-fig3"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Left: test accuracy of a network trained on the sliding-window subset against the window start β, per subset ratio (mean ± std over runs; circles mark the best β; dashed lines are random subsets of the same size). Ours, at the profile named on the axis. Right: the paper's best windows and its random baselines (ResNet-18 on CIFAR-10), as the paper reports them; how far to trust each: {glue:text}`fig3-paper-confidence`.", "name": "fig-selmatch-fig3"}}
 fig = plotting.window_curves(shown, peaks, randoms, label=shown_label)
 
 # %% [markdown]

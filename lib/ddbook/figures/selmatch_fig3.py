@@ -8,11 +8,17 @@ whatever is there.
 
 The training length is a fixed number of SGD steps for every ratio (SelMatch's scripts keep the
 step count about constant: epochs 1000 × 5 % / ratio); epochs = round(steps·batch / subset size).
+
+The figure-module protocol (:mod:`ddbook.figures`): the pieces are the sweep's points
+(:class:`SweepPoint`, named like their results files); :func:`verdicts` tests the paper's claims
+on the run-level accuracies with :mod:`ddbook.verdicts`. The stored config of every point is
+``SweepConfig`` + (ratio, beta, run) (:func:`_point_config`): changing a field or a default of
+``SweepConfig`` makes every committed point stale.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
