@@ -138,7 +138,7 @@ if curves is not None:
     ax2.set_ylim(0, 1.05)
     ax2.legend(loc="lower right", fontsize=8)
 ax.set_xlabel("expert epoch")
-ax.set_ylabel(f"test accuracy (%), {curves_label}")
+_ = ax.set_ylabel(f"test accuracy (%), {curves_label}")
 
 # %% [markdown]
 # ## The committed runs
@@ -212,7 +212,7 @@ if small is not None and small.arrays and "labels" in small.arrays:
           f"images no expert classified correctly at the start: "
           f"{small.data['init'].get('images_no_expert_classifies')}")
 ax.set_xlabel("softmax probability of the own class, after distillation")
-ax.set_ylabel("images")
+_ = ax.set_ylabel("images")
 
 # %% [markdown]
 # ## How this compares

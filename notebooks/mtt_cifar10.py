@@ -70,9 +70,9 @@ D = ddbook.get_profile(draw)
 plotting.style()
 print(f"profile {P.name!r}: {P.purpose}")
 table_paper = [r for r in mtt.paper_rows() if r["where"] == "Table 1"]
-glue("mtt-paper-distilled", " / ".join(f"{r['mean']:g}" for r in table_paper
+glue("mtt-paper-distilled", " / ".join(f"{r['mean']:.1f}" for r in table_paper
                                        if r["method"] == "MTT"), display=False)
-glue("mtt-paper-random", " / ".join(f"{r['mean']:g}" for r in table_paper
+glue("mtt-paper-random", " / ".join(f"{r['mean']:.1f}" for r in table_paper
                                     if r["method"] == "Random"), display=False)
 glue("mtt-paper-table-confidence", confidence(table_paper), display=False)
 glue("mtt-paper-cross-confidence", confidence(
