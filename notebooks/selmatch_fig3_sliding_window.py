@@ -208,4 +208,5 @@ else:
 # %% tags=["hide-input"]
 Markdown(("**Provisional** (the sweep is incomplete: "
           f"{len(drawn.missing)} of {len(drawn.missing) + len(drawn.found)} points missing). "
-          if provisional else "") + f"At `{shown_label}`: " + summary(v))
+          if provisional else "") + f"At `{shown_label}`: " + summary(v)
+         + ("" if v else " No ratio has every window and its random subset for a run yet."))
