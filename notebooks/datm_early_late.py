@@ -58,6 +58,7 @@ from ddbook.presets import resolve
 from ddbook.reference import paper_numbers
 from ddbook.results import Timer
 
+params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
 P = ddbook.get_profile(profile)
 draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
 plotting.style()

@@ -50,6 +50,7 @@ n_show: int = 8  # images shown per class at each end (1–16)
 import ddbook
 from ddbook import params, plotting, results
 
+params.check_names(globals(), ["profile", "score", "n_show"])  # papermill: an unknown -p is an error
 P = ddbook.get_profile(profile)
 score = params.check("score", score, str, choices=["cscore", "forgetting"])
 n_show = params.check("n_show", n_show, int, low=1, high=16)

@@ -56,6 +56,7 @@ from ddbook import method_runs, params, plotting
 from ddbook.presets import resolve
 from ddbook.reference import paper_numbers
 
+params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
 P = ddbook.get_profile(profile)
 draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
 plotting.style()

@@ -52,6 +52,7 @@ import ddbook
 from ddbook import params, plotting, results, window_sweep
 from ddbook.reference import paper_numbers
 
+params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
 P = ddbook.get_profile(profile)
 draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
 plotting.style()
