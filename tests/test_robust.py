@@ -170,6 +170,9 @@ def test_shuffled_label_sequence_is_refused_for_the_jpeg_layout(cifar10, tmp_pat
     np.savez(tmp_path / "cscores_CIFAR10.npz", scores=scores, labels=labels)
     assert ddbook.load_published_scores(cifar10, "cscore").values.shape == (50_000,), \
         "the unchanged file is accepted"
+    (tmp_path / "cscores_CIFAR10.npz").write_bytes(b"garbage")
+    with pytest.raises(ScoreMismatchError, match="cscores_CIFAR10.npz cannot be read.*Fix: replace"):
+        ddbook.load_published_scores(cifar10, "cscore")
 
 
 @pytest.mark.parametrize("preset", ["mtt-cifar10-ipc10", "datm-cifar10-ipc10",

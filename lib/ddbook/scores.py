@@ -130,14 +130,15 @@ def load_published_scores(dataset: Dataset, score: str = "cscore") -> Scores:
         raise ValueError(f"no published {score!r} scores for {dataset.name}; choose one of {valid}")
     file_name, hard, cite = PUBLISHED[key]
     path = _find(file_name)
-    if path.suffix == ".npz":
-        with np.load(path) as blob:
-            values, labels = blob["scores"], blob["labels"]
-    else:
-        values = np.load(path)
-        labels_file = _find(PUBLISHED[(dataset.name, "cscore")][0])
+    labels_file = path if path.suffix == ".npz" else _find(PUBLISHED[(dataset.name, "cscore")][0])
+    try:
         with np.load(labels_file) as blob:
             labels = blob["labels"]
-    check_original_labels(labels, dataset.name, str(path if path.suffix == ".npz" else labels_file))
+            values = blob["scores"] if labels_file == path else np.load(path)
+    except Exception as e:  # a truncated or foreign file: numpy raises several types
+        raise ScoreMismatchError(f"{path if labels_file == path else f'{path} or {labels_file}'}"
+                                 f" cannot be read ({type(e).__name__}: {e}). Fix: replace it "
+                                 f"with the published file (see ../shared/data/README.md)") from None
+    check_original_labels(labels, dataset.name, str(labels_file))
     mapped = map_to_split(values, labels, dataset.train, f"{path.name}")
     return Scores(score, mapped, hard, f"{path.name}: {cite}")
