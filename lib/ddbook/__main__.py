@@ -116,10 +116,7 @@ def _cmd_sweep_window(args) -> int:
     from .window_sweep import load_sweep, run_sweep, summarise, verdict
 
     k, _, n = args.shard.partition("/")
-    if not (k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
-        raise ValueError(f"--shard must be k/n with whole numbers 0 <= k < n (e.g. 0/2 and 1/2 "
-                         f"for two processes), got {args.shard!r}")
-    n = run_sweep(load_dataset("cifar10"), args.profile, shard=(int(k), int(n)),
+    n = run_sweep(load_dataset("cifar10"), args.profile, shard=(int(k), int(n or 1)),
                   reverse=args.reverse)
     table, missing = load_sweep(args.profile)
     print(f"trained {n} networks; {len(table)} points present, {len(missing)} missing")
@@ -302,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
 _WRITES = {"scores", "window", "sweep-window", "coverage-check", "distill", "reproduce"}
 
 
+def _check_args(args) -> None:
+    """Checks of argument values that argparse cannot make, before any work."""
+    if getattr(args, "shard", None) is not None:
+        k, _, n = args.shard.partition("/")
+        if not (k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
+            raise ValueError(f"--shard must be k/n with whole numbers 0 <= k < n (e.g. 0/2 and "
+                             f"1/2 for two processes), got {args.shard!r}")
+
+
 def _one_line(message: str) -> str:
     return message.replace(":\n  - ", ": ").replace("\n  - ", ", ").replace("\n", "; ")
 
@@ -316,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "profile", "unset") is None:
             from .profiles import default_profile_name
             args.profile = default_profile_name()
+        _check_args(args)
         if args.command in _WRITES and not getattr(args, "list", False):
             from .profiles import get_profile
             from .results import check_writable

@@ -28,8 +28,7 @@ from .matching import LoopConfig, MatchConfig
 from .profiles import get_profile
 
 __all__ = ["Preset", "PRESETS", "Scale", "SCALES", "get_preset", "scaled", "preset_names",
-           "with_overrides", "resolve", "run_config", "run_preset", "preset_hash", "check_preset",
-           "ONE_OFF"]
+           "with_overrides", "resolve", "run_config", "run_preset", "preset_hash"]
 
 SELMATCH_EVAL_AT = (0, 500, 1000, 2500, 5000, 7500, 10000)  # SelMatch distill.py eval iterations
 
@@ -285,6 +284,30 @@ def scaled(preset: Preset, profile: str) -> Preset:
                    train_per_class=prof.train_per_class, test_per_class=prof.test_per_class)
 
 
+def with_overrides(preset: Preset, overrides: dict) -> Preset:
+    """``preset`` with fields replaced: top-level names, or ``match.<f>``, ``loop.<f>``,
+    ``experts.<f>``; a bare name that is a field of exactly one part is found there too.
+    Values are checked against the field's type (a string from the command line is parsed); an
+    unknown, ambiguous or ill-typed setting is a ValueError that lists the valid keys."""
+    settings = _settings(preset)
+    top, parts = {}, {s: {} for s in SECTIONS}
+    for key, value in overrides.items():
+        full = key
+        if key in SECTIONS or "." not in key and key not in settings:
+            owners = [s for s in SECTIONS if f"{s}.{key}" in settings]
+            if len(owners) > 1:
+                raise ValueError(f"ambiguous setting {key!r}: say {' or '.join(f'{o}.{key}' for o in owners)}")
+            full = f"{owners[0]}.{key}" if owners else key
+        if full not in settings:
+            raise ValueError(f"unknown setting {key!r}; valid keys: {_valid_keys(preset)}")
+        part, _, name = full.rpartition(".")
+        (parts[part] if part else top)[name] = _coerce(full, value, settings[full])
+    for part, values in parts.items():
+        if values:
+            top[part] = replace(getattr(preset, part), **values)
+    return replace(preset, **top)
+
+
 def _settings(preset: Preset) -> dict:
     """Every settable key (``ipc``, ``match.syn_steps``, ...) and its type."""
     out = {}
@@ -345,30 +368,6 @@ def _coerce(key: str, value, hint):
     if hint is str and not isinstance(value, str):
         _fail(key, "a string", value)
     return value
-
-
-def with_overrides(preset: Preset, overrides: dict) -> Preset:
-    """``preset`` with fields replaced: top-level names, or ``match.<f>``, ``loop.<f>``,
-    ``experts.<f>``; a bare name that is a field of exactly one part is found there too.
-    Values are checked against the field's type (a string from the command line is parsed); an
-    unknown, ambiguous or ill-typed setting is a ValueError that lists the valid keys."""
-    settings = _settings(preset)
-    top, parts = {}, {s: {} for s in SECTIONS}
-    for key, value in overrides.items():
-        full = key
-        if key in SECTIONS or "." not in key and key not in settings:
-            owners = [s for s in SECTIONS if f"{s}.{key}" in settings]
-            if len(owners) > 1:
-                raise ValueError(f"ambiguous setting {key!r}: say {' or '.join(f'{o}.{key}' for o in owners)}")
-            full = f"{owners[0]}.{key}" if owners else key
-        if full not in settings:
-            raise ValueError(f"unknown setting {key!r}; valid keys: {_valid_keys(preset)}")
-        part, _, name = full.rpartition(".")
-        (parts[part] if part else top)[name] = _coerce(full, value, settings[full])
-    for part, values in parts.items():
-        if values:
-            top[part] = replace(getattr(preset, part), **values)
-    return replace(preset, **top)
 
 
 def resolve(name: str | Preset, profile: str, overrides: dict | None = None) -> Preset:
