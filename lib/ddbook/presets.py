@@ -296,7 +296,8 @@ def with_overrides(preset: Preset, overrides: dict) -> Preset:
         if key in SECTIONS or "." not in key and key not in settings:
             owners = [s for s in SECTIONS if f"{s}.{key}" in settings]
             if len(owners) > 1:
-                raise ValueError(f"ambiguous setting {key!r}: say {' or '.join(f'{o}.{key}' for o in owners)}")
+                say = " or ".join(f"{o}.{key}" for o in owners)
+                raise ValueError(f"ambiguous setting {key!r}: say {say}")
             full = f"{owners[0]}.{key}" if owners else key
         if full not in settings:
             raise ValueError(f"unknown setting {key!r}; valid keys: {_valid_keys(preset)}")

@@ -249,8 +249,9 @@ def check_replace(name: str, profile: str, config: dict, root: Path | None = Non
     except (OSError, ValueError, KeyError, TypeError):
         return
     if old_hash != config_hash(config):
+        changed = _describe_diff(config_diff(old_config, config))
         raise ResultConflictError(
-            f"{path} holds a result made from another configuration ({_describe_diff(config_diff(old_config, config))}); "
+            f"{path} holds a result made from another configuration ({changed}); "
             f"replace it with --overwrite (overwrite=True), or write elsewhere with --name NAME")
 
 
