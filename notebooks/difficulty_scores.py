@@ -53,6 +53,7 @@ import ddbook
 from ddbook import params, plotting, results
 from ddbook.figures import difficulty_scores as page
 
+params.check_names(globals(), ["profile", "score", "n_show"])  # papermill: an unknown -p is an error
 P = ddbook.get_profile(profile)
 score = params.check("score", score, str, choices=["cscore", "forgetting"])
 n_show = params.check("n_show", n_show, int, low=1, high=16)

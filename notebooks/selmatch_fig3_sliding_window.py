@@ -62,6 +62,7 @@ from ddbook.figures import committed_or_live, selmatch_fig3 as fig3
 from ddbook.reference import confidence, paper_numbers
 from ddbook.verdicts import render, summary
 
+params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
 P = ddbook.get_profile(profile)
 draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
 D = ddbook.get_profile(draw)

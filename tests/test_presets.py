@@ -108,7 +108,8 @@ def test_run_preset_writes_results(cifar10, tmp_path, monkeypatch):
     assert [p["iteration"] for p in data["eval_curve"]] == [0, 2], f"curve {data['eval_curve']}"
     assert data["result_at_declared_iteration"]["iteration"] == 2, "declared point: final"
     assert "optimistic" in data["best_over_checkpoints"]["label"], "best is labelled"
-    blob = np.load(path.with_suffix(".npz"))
+    assert path.parent.name == "one-off", "a one-off run never shares a page run's name"
+    blob = np.load(path.with_name(json.loads(path.read_text())["arrays"]["file"]))
     assert blob["display_final"].dtype == np.uint8 and blob["display_final"].shape == (20, 3, 32, 32), \
         "results carry two display images per class as uint8, not the full float set"
     assert blob["labels"].shape == (100,) and blob["is_selected"].sum() == 40

@@ -32,7 +32,7 @@ def test_arrays_are_checksummed(tmp_path):
     results.save_result("a", "ci", {}, {}, [], 0.0, arrays={"x": np.arange(5)}, root=tmp_path)
     r = results.load_result("a", "ci", root=tmp_path)
     assert r.arrays["x"].tolist() == [0, 1, 2, 3, 4]
-    npz = tmp_path / "ci" / "a.npz"
+    npz = tmp_path / "ci" / json.loads((tmp_path / "ci" / "a.json").read_text())["arrays"]["file"]
     np.savez_compressed(npz, x=np.arange(6))
     with pytest.raises(results.StaleResultError, match="checksum"):
         results.load_result("a", "ci", root=tmp_path)

@@ -138,7 +138,9 @@ def test_bad_inputs_raise_clear_errors():
 def test_progress_is_silent_with_tqdm_disable(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     items = range(3)
-    assert progress(items, "x") is items, "TQDM_DISABLE=1: no bar at all, the iterable itself"
+    bar = progress(items, "x")
+    assert bar.inner is items and list(bar) == [0, 1, 2], \
+        "TQDM_DISABLE=1: no bar at all, the iterable itself (counted for the Ctrl-C message)"
     monkeypatch.setenv("TQDM_DISABLE", "0")
     bar = progress(range(3), "x", file=io.StringIO())
     assert not bar.disable, "TQDM_DISABLE=0 must leave the bar on"

@@ -6,6 +6,7 @@ files, so that heavy runs need no notebook.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -55,6 +56,11 @@ def run_window(profile: str, ratio: float, beta: float, score: str = "cscore",
     from .scores import load_published_scores
     from .selection import window_indices, window_start
 
+    if not (math.isfinite(ratio) and 0 < ratio <= 1):
+        raise ValueError(f"--ratio must be a number in (0, 1] (the subset's share of each class), "
+                         f"got {ratio}")
+    if not (math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"--beta must be a finite number >= 0 (the window's start), got {beta}")
     ds = load_dataset("cifar10")
     with Timer() as t:
         scores = load_published_scores(ds, score)
@@ -148,7 +154,7 @@ def _cmd_distill(args) -> int:
     """Run a distillation preset at a profile (``ddbook.presets``) and write its results."""
     import json
 
-    from .presets import PRESETS, run_preset
+    from .presets import ONE_OFF, PRESETS, run_preset
 
     if args.list:
         for name, p in PRESETS.items():
@@ -159,14 +165,16 @@ def _cmd_distill(args) -> int:
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set needs KEY=VALUE (e.g. --set syn_steps=10), got {item!r}")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
+    name = f"{ONE_OFF}/{args.name}" if args.name else None
     path, result = run_preset(args.preset, args.profile, device=args.device, overrides=overrides,
-                              folder=args.folder)
+                              folder=args.folder, result_name=name, overwrite=args.overwrite)
     losses = result.history["loss"]
     print(f"{args.preset} at {args.profile}: {result.iterations_done} iterations, loss "
           f"{losses[0]:.4f} -> {losses[-1]:.4f}" if losses else "no iterations run")
@@ -182,7 +190,8 @@ def _cmd_distill(args) -> int:
 
 def _add_distill_parser(sub) -> None:
     dist = sub.add_parser("distill", help="trajectory matching (MTT / DATM / SelMatch presets) at "
-                          "a profile; resumable; writes results/<profile>/distill/<preset>.json")
+                          "a profile; resumable; writes results/<profile>/distill/one-off/"
+                          "<preset>.json (never a page's result)")
     dist.add_argument("--preset", default=None, help="preset name, e.g. mtt-cifar10-ipc10 (--list)")
     dist.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
     dist.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -191,6 +200,10 @@ def _add_distill_parser(sub) -> None:
     dist.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     dist.add_argument("--folder", default=None, help="checkpoint folder (default: in the cache)")
     dist.add_argument("--list", action="store_true", help="list the presets and their sources")
+    dist.add_argument("--name", default=None, help="results name instead of the preset's "
+                      "(results/<profile>/distill/one-off/NAME.json)")
+    dist.add_argument("--overwrite", action="store_true", help="replace a one-off result of the "
+                      "same name that was made from another configuration")
     dist.set_defaults(run=_cmd_distill)
 
 
@@ -259,15 +272,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_WRITES = {"scores", "window", "sweep-window", "coverage-check", "distill", "reproduce"}
+
+
+def _check_args(args) -> None:
+    """Checks of argument values that argparse cannot make, before any work."""
+    if getattr(args, "shard", None) is not None:
+        k, _, n = args.shard.partition("/")
+        if not (k.strip().isdigit() and n.strip().isdigit() and int(k) < int(n)):
+            raise ValueError(f"--shard must be k/n with whole numbers 0 <= k < n (e.g. 0/2 and "
+                             f"1/2 for two processes), got {args.shard!r}")
+
+
+def _one_line(message: str) -> str:
+    return message.replace(":\n  - ", ": ").replace("\n  - ", ", ").replace("\n", "; ")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. A user error prints one line ``error: ...`` (exit 2); Ctrl-C prints one
+    line saying where the run stopped and how to resume (exit 130)."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "profile", "unset") is None:
-        from .profiles import default_profile_name
-        args.profile = default_profile_name()
+    from .train import ACTIVE
+    ACTIVE.clear()
     try:
+        if getattr(args, "profile", "unset") is None:
+            from .profiles import default_profile_name
+            args.profile = default_profile_name()
+        _check_args(args)
+        if args.command in _WRITES and not getattr(args, "list", False):
+            from .profiles import get_profile
+            from .results import check_writable
+            get_profile(args.profile)
+            check_writable(args.profile)      # a read-only results folder: before the work
         return args.run(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        from .train import where_stopped
+        where = where_stopped()
+        command = " ".join(["python -m ddbook", *(argv if argv is not None else sys.argv[1:])])
+        print(f"interrupted{f' in {where}' if where else ''}; finished pieces and the last "
+              f"checkpoint are kept: rerun `{command}` to resume from there", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,7 @@
 """CIFAR-10 / CIFAR-100 as uint8 tensors: found, decoded once, cached, split per class.
 
-Sources, tried in order (``paths.data_dirs()``): ``$DDBOOK_DATA`` (a file or a folder), ``<repo>/data``,
-``../shared/data``. In each folder we look for
+Sources, tried in order (``paths.data_dirs()``): ``$DDBOOK_DATA`` (a file or a folder) alone when it
+is set, else ``<repo>/data`` and ``../shared/data``. In each folder we look for
 
 - ``cifar10-jpeg.zip``: CIFAR-10 as JPEG files, ``{train,test}/<class>/NNNN.jpg``, where ``NNNN`` is
   the image's rank within its class in the original CIFAR order (the shared data of this project);
@@ -151,11 +151,21 @@ def _candidates(spec: DatasetSpec, source: str | os.PathLike | None) -> list[Pat
 
 
 def _locate(spec: DatasetSpec, source) -> Path:
-    tried = _candidates(spec, source)
+    try:
+        tried = _candidates(spec, source)
+    except paths.PathSettingError as e:   # DDBOOK_DATA names nothing
+        raise DataNotFoundError(f"{spec.name}: {e}") from None
     for path in tried:
         if path.exists():
             return path
     lines = "\n".join(f"  - {p}" for p in tried)
+    env = paths.env_path("DDBOOK_DATA")
+    if source is None and env is not None:
+        raise DataNotFoundError(
+            f"{spec.name}: DDBOOK_DATA={env} holds no copy of it. Looked at:\n{lines}\n"
+            f"Fix: point DDBOOK_DATA at {spec.zip_name or spec.torchvision_dir} (or a folder "
+            f"holding it, or torchvision's {spec.torchvision_dir}/), or unset DDBOOK_DATA to use "
+            f"the default places ({', '.join(str(p) for p in paths.default_data_dirs())})")
     raise DataNotFoundError(
         f"{spec.name}: no copy found. Looked at:\n{lines}\n"
         f"Fix: put {spec.zip_name or spec.torchvision_dir} in one of those places, or point the "
@@ -291,8 +301,8 @@ def load_dataset(name: str = "cifar10", source: str | os.PathLike | None = None,
     try:
         path = _locate(spec, source)
     except DataNotFoundError:
-        if not download:
-            raise
+        if not download or (source is None and paths.env_path("DDBOOK_DATA") is not None):
+            raise   # a DDBOOK_DATA that lacks the data is refused, not replaced by a download
         _download(spec)
         path = _locate(spec, paths.repo_root() / "data")
     cache = paths.cache_dir() / f"{spec.name}-{_fingerprint(path)}.pt"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,7 +37,8 @@ from .train import (GSAMStep, accuracy, check_labels, default_device, progress, 
                     train_epoch)
 
 __all__ = ["ExpertConfig", "ExpertBuffer", "train_experts", "expert_folder",
-           "data_fingerprint", "training_progress", "progress_epoch"]
+           "data_fingerprint", "training_progress", "progress_epoch", "CorruptCacheError",
+           "set_aside"]
 
 FORMAT = 1
 DATA_SEED_OFFSET = 2**32  # expert i shuffles/augments from seed + i + this, inits from seed + i
@@ -98,6 +100,27 @@ def _atomic(path: Path, write: Callable) -> None:
         tmp.unlink(missing_ok=True)
 
 
+class CorruptCacheError(ValueError):
+    """A cache file (expert trajectory, record or folder config) cannot be read."""
+
+
+def set_aside(path: Path, what: str, then: str) -> Path:
+    """Rename a broken cache file to ``<name>.corrupt`` (kept for inspection), say so on stderr
+    in one line, and return the new path; the caller recomputes what it held."""
+    target = path.with_name(path.name + ".corrupt")
+    os.replace(path, target)
+    print(f"warning: {path} was {what}; it is only a cache, so it was set aside as {target.name} "
+          f"(safe to delete) and {then}", file=sys.stderr)
+    return target
+
+
+def _unreadable(path: Path, e: Exception) -> CorruptCacheError:
+    return CorruptCacheError(
+        f"{path} cannot be read ({type(e).__name__}: {e}). It is only a cache: it is safe to "
+        f"delete, and train_experts (run by any command that needs these experts) sets it aside "
+        f"and retrains it")
+
+
 def _write_json(path: Path, obj: dict) -> None:
     _atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode() + b"\n"))
 
@@ -116,9 +139,12 @@ class ExpertBuffer:
                 f"no expert buffer at {self.folder} ({meta.name} is missing). Make one with "
                 f"ddbook.experts.train_experts(ExpertConfig(...), images, labels, n_experts, "
                 f"folder='{self.folder}')")
-        self.meta = json.loads(meta.read_text())
-        self.config = ExpertConfig(**self.meta["config"])
-        self.num_params: int = self.meta["num_params"]   # P
+        try:
+            self.meta = json.loads(meta.read_text())
+            self.config = ExpertConfig(**self.meta["config"])
+            self.num_params: int = self.meta["num_params"]   # P
+        except (ValueError, KeyError, TypeError) as e:
+            raise _unreadable(meta, e) from None
         self.epochs: int = self.config.epochs            # E (E + 1 snapshots)
 
     def path(self, i: int) -> Path:
@@ -141,10 +167,14 @@ class ExpertBuffer:
                 f"expert {i} not found: {path} is missing{state}; this buffer has experts "
                 f"{self.experts()}. Train it with ddbook.experts.train_experts(buffer.config, "
                 f"images, labels, n_experts={i + 1}, folder='{self.folder}')")
-        traj = np.load(path, mmap_mode="r")
-        if traj.shape != (self.epochs + 1, self.num_params):
-            raise ValueError(f"{path} has shape {traj.shape}, expected "
-                             f"({self.epochs + 1}, {self.num_params}); delete it and retrain")
+        try:
+            traj = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as e:
+            raise _unreadable(path, e) from None
+        if traj.shape != (self.epochs + 1, self.num_params) or traj.dtype != np.float32:
+            raise _unreadable(path, ValueError(
+                f"shape {traj.shape} {traj.dtype}, expected ({self.epochs + 1}, "
+                f"{self.num_params}) float32"))
         return traj
 
     def snapshot(self, i: int, epoch: int, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -157,7 +187,17 @@ class ExpertBuffer:
     def info(self, i: int) -> dict:
         """Expert ``i``'s record: seeds, test accuracy per snapshot, loss per epoch, wall time."""
         self.trajectory(i)  # the clear error when it is missing
-        return json.loads(self.path(i).with_suffix(".json").read_text())
+        record = self.path(i).with_suffix(".json")
+        try:
+            return json.loads(record.read_text())
+        except (ValueError, OSError) as e:
+            raise _unreadable(record, e) from None
+
+    def check(self, i: int) -> None:
+        """Read expert ``i``'s trajectory and record; CorruptCacheError when either is broken."""
+        self.trajectory(i)
+        if not isinstance(self.info(i).get("test_accuracy"), list):
+            raise _unreadable(self.path(i).with_suffix(".json"), KeyError("test_accuracy"))
 
     def test_accuracy(self, i: int) -> list[float | None]:
         """Test accuracy in [0, 1] at each of expert ``i``'s E + 1 snapshots (None: no test set)."""
@@ -174,11 +214,18 @@ def _prepare_folder(folder: Path, config: ExpertConfig, model: nn.Module, finger
             "layout": "expert_NNN.npy: float32 (epochs + 1, num_params), row e after epoch e"}
     path = folder / "config.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+            old["config"], old["data"]
+        except (ValueError, KeyError, TypeError) as e:
+            set_aside(path, f"unreadable ({type(e).__name__})", "it was written again; the "
+                      "experts in the folder are kept only where their shape fits")
+            old = meta
         if old["config"] != meta["config"] or old["data"] != meta["data"]:
             raise ValueError(f"{folder} holds experts of another config or data set "
                              f"({old['config']}, {old['data']}); use another folder")
-        return
+        if path.exists():
+            return
     folder.mkdir(parents=True, exist_ok=True)
     _write_json(path, meta)
 
@@ -187,11 +234,21 @@ def _start_or_resume(folder: Path, i: int, model, optimizer, generator, config, 
     """Return (partial trajectory memmap, state dict), from the checkpoint when there is one."""
     ckpt, partial = folder / f"expert_{i:03d}.ckpt.pt", folder / f"expert_{i:03d}.partial.npy"
     if ckpt.exists() and partial.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        return np.lib.format.open_memmap(partial, mode="r+"), saved["state"]
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+            parts = saved["model"], saved["optimizer"], saved["generator"], saved["state"]
+            traj = np.lib.format.open_memmap(partial, mode="r+")
+            if traj.shape != (config.epochs + 1, count_params(model)):
+                raise ValueError(f"{partial.name} has shape {traj.shape}")
+        except Exception as e:  # torn or foreign bytes: torch and numpy raise several types
+            for p in (ckpt, partial):
+                set_aside(p, f"part of an unreadable checkpoint of expert {i} "
+                          f"({type(e).__name__})", f"expert {i} is trained again from its start")
+        else:
+            model.load_state_dict(parts[0])
+            optimizer.load_state_dict(parts[1])
+            generator.set_state(parts[2])
+            return traj, parts[3]
     traj = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
                                      shape=(config.epochs + 1, count_params(model)))
     traj[0] = flatten_params(model).cpu().numpy()
@@ -288,6 +345,14 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
                         config.width, config.depth, seed=0, device="cpu")
     _prepare_folder(folder, config, probe, fingerprint, images, num_classes)
     buffer = ExpertBuffer(folder)
+    for i in buffer.experts():
+        try:
+            buffer.check(i)
+        except CorruptCacheError as e:
+            for p in (buffer.path(i), buffer.path(i).with_suffix(".json")):
+                if p.exists():
+                    set_aside(p, f"unreadable or of the wrong shape ({type(e).__name__})",
+                              f"expert {i} is trained again")
     done = set(buffer.experts())
     for i in range(n_experts):
         if i in done:

@@ -421,8 +421,15 @@ def _load_checkpoint(folder: Path, state: _State, record: dict) -> bool:
     path = folder / "checkpoint.pt"
     if not path.exists():
         return False
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if json.loads(blob["config"]) != json.loads(json.dumps(record, sort_keys=True)):
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        config = json.loads(blob["config"])
+    except Exception as e:  # torn or foreign bytes: torch raises several types
+        from .experts import set_aside
+        set_aside(path, f"an unreadable distillation checkpoint ({type(e).__name__})",
+                  "the run starts again from iteration 0")
+        return False
+    if config != json.loads(json.dumps(record, sort_keys=True)):
         raise ValueError(f"{path} belongs to a run with another config; use another folder or "
                          f"delete it to start afresh")
     with torch.no_grad():

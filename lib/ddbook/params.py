@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["check"]
+__all__ = ["check", "check_names"]
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -27,3 +27,26 @@ def check(name: str, value, kind: type, *, choices: Iterable | None = None,
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"parameter {name!r} must lie in [{low}, {high}], got {value!r}")
     return value
+
+
+_PLAIN = (str, int, float, bool, list, dict, tuple, type(None))
+_IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+def check_names(namespace: dict, known: Iterable[str]) -> None:
+    """Refuse a parameter the notebook does not take (papermill only warns about one).
+
+    papermill's ``-p NAME VALUE`` becomes a plain global (str, number, bool, list, dict, None) in
+    the cell after the ``parameters`` cell; call ``params.check_names(globals(), [...])`` there,
+    listing the notebook's parameters. Any other plain global that is not private (``_x``) nor
+    IPython's is reported. Used in: every notebook's parameters check.
+    """
+    known = list(known)
+    unknown = sorted(k for k, v in namespace.items()
+                     if not k.startswith("_") and k not in _IPYTHON and k not in known
+                     and isinstance(v, _PLAIN))
+    if unknown:
+        raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(u) for u in unknown)}: this notebook takes "
+                         f"{', '.join(known)} (papermill -p NAME VALUE; list them with "
+                         f"papermill --help-notebook)")

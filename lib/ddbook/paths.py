@@ -1,7 +1,9 @@
 """Where things live: the repository, the data, the caches and the results.
 
 Every location can be overridden by an environment variable, so the same code runs in a fresh
-clone (with ``../shared`` beside it), on a user's laptop and on a bare GPU machine.
+clone (with ``../shared`` beside it), on a user's laptop and on a bare GPU machine. A variable
+that is set is used or refused with a clear error (:class:`PathSettingError`), never ignored:
+when ``DDBOOK_DATA`` or ``DDBOOK_SCORES`` is set, only that place is searched.
 
 | variable          | meaning                                                             |
 | ----------------- | ------------------------------------------------------------------- |
@@ -13,9 +15,15 @@ clone (with ``../shared`` beside it), on a user's laptop and on a bare GPU machi
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["repo_root", "data_dirs", "scores_dirs", "cache_dir", "results_root"]
+__all__ = ["repo_root", "data_dirs", "scores_dirs", "cache_dir", "results_root",
+           "PathSettingError", "env_path"]
+
+
+class PathSettingError(ValueError):
+    """An environment variable names a place that does not exist or cannot be used."""
 
 
 def repo_root() -> Path:
@@ -23,42 +31,76 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def _env_path(name: str) -> Path | None:
+def env_path(name: str, must_exist: bool = False) -> Path | None:
+    """The path in ``$name`` (None when unset or empty); with ``must_exist``, a missing one is
+    refused with a :class:`PathSettingError` naming the variable."""
     value = os.environ.get(name, "").strip()
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if must_exist and not path.exists():
+        raise PathSettingError(f"{name}={value} does not exist. Fix: point {name} at an existing "
+                               f"file or folder, or unset it to use the default places")
+    return path
+
+
+
+def default_data_dirs() -> list[Path]:
+    """The default places for datasets: ``<repo>/data``, then ``../shared/data``."""
+    root = repo_root()
+    return [root / "data", root.parent / "shared" / "data"]
 
 
 def data_dirs() -> list[Path]:
-    """Folders searched for datasets, in order: ``$DDBOOK_DATA``, ``<repo>/data``, ``../shared/data``."""
-    dirs = []
-    env = _env_path("DDBOOK_DATA")
-    if env is not None:
-        dirs.append(env)
-    root = repo_root()
-    dirs += [root / "data", root.parent / "shared" / "data"]
-    return dirs
+    """Folders searched for datasets: ``[$DDBOOK_DATA]`` alone when it is set (it must exist),
+    else ``<repo>/data`` and ``../shared/data``."""
+    env = env_path("DDBOOK_DATA", must_exist=True)
+    return [env] if env is not None else default_data_dirs()
 
 
 def scores_dirs() -> list[Path]:
-    """Folders searched for published score files: ``$DDBOOK_SCORES``, then ``scores/`` in each data dir."""
-    dirs = []
-    env = _env_path("DDBOOK_SCORES")
+    """Folders searched for published score files: ``[$DDBOOK_SCORES]`` alone when it is set (it
+    must be a folder), else ``scores/`` in ``$DDBOOK_DATA`` (when it is a folder) and in the
+    default data folders."""
+    env = env_path("DDBOOK_SCORES", must_exist=True)
     if env is not None:
-        dirs.append(env)
-    dirs += [d / "scores" for d in data_dirs() if d.suffix != ".zip"]
-    return dirs
+        if not env.is_dir():
+            raise PathSettingError(f"DDBOOK_SCORES={env} is not a folder. Fix: point it at the "
+                                   f"folder that holds the score files (cscores_CIFAR10.npz, ...)")
+        return [env]
+    data = env_path("DDBOOK_DATA")
+    extra = [data] if data is not None and data.is_dir() else []
+    return [d / "scores" for d in extra + default_data_dirs()]
+
+
+_CHECKED: set[Path] = set()
 
 
 def cache_dir() -> Path:
-    """The cache folder (``$DDBOOK_CACHE``, else ``$XDG_CACHE_HOME/ddbook``, else ``~/.cache/ddbook``)."""
-    env = _env_path("DDBOOK_CACHE")
+    """The cache folder (``$DDBOOK_CACHE``, else ``$XDG_CACHE_HOME/ddbook``, else
+    ``~/.cache/ddbook``), created if missing; one that is a file, cannot be created or cannot be
+    written is refused with a :class:`PathSettingError`."""
+    env = env_path("DDBOOK_CACHE")
+    what = "DDBOOK_CACHE" if env is not None else "the cache folder"
     if env is None:
-        xdg = _env_path("XDG_CACHE_HOME") or Path.home() / ".cache"
+        xdg = env_path("XDG_CACHE_HOME") or Path.home() / ".cache"
         env = xdg / "ddbook"
-    env.mkdir(parents=True, exist_ok=True)
+    if env in _CHECKED and env.is_dir():
+        return env
+    fix = "Fix: set DDBOOK_CACHE to a writable folder (it is created if missing)"
+    if env.exists() and not env.is_dir():
+        raise PathSettingError(f"{what} {env} is a file, not a folder. {fix}")
+    try:
+        env.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=env, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PathSettingError(f"{what} {env} cannot be used ({e.strerror or e}). {fix}") from None
+    _CHECKED.add(env)
     return env
 
 
 def results_root() -> Path:
     """The root of the committed results tree (``$DDBOOK_RESULTS``, else ``<repo>/results``)."""
-    return _env_path("DDBOOK_RESULTS") or repo_root() / "results"
+    return env_path("DDBOOK_RESULTS") or repo_root() / "results"

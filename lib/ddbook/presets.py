@@ -14,10 +14,11 @@ Tiny ImageNet and the ImageNet subsets are listed as data; ``ddbook.data`` canno
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
+import types
+import typing
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -60,6 +61,56 @@ class Preset:
     train_per_class: int | None = None  # real images per class used (None: all)
     test_per_class: int | None = None   # test images per class used (None: all)
     notes: str = ""               # deviations and open questions
+
+    def __post_init__(self):
+        check_preset(self)
+
+
+def _fail(key: str, must: str, value) -> None:
+    raise ValueError(f"setting {key} must be {must}, got {value!r}")
+
+
+def check_preset(p: Preset) -> None:
+    """Refuse a preset whose values cannot run (a clear ValueError naming the setting): IPC, run
+    counts and loop lengths at least 1, fractions in [0, 1], finite positive rates, known names."""
+    for key, value, low in (("ipc", p.ipc, 1), ("n_experts", p.n_experts, 1),
+                            ("eval_batch", p.eval_batch, 1), ("eval_runs", p.eval_runs, 1),
+                            ("eval_epochs", p.eval_epochs, 1),
+                            ("train_per_class", p.train_per_class, 1),
+                            ("test_per_class", p.test_per_class, 1),
+                            ("loop.iterations", p.loop.iterations, 1),
+                            ("loop.checkpoint_every", p.loop.checkpoint_every, 1),
+                            ("loop.eval_every", p.loop.eval_every, 1),
+                            ("match.batch_syn", p.match.batch_syn, 1),
+                            ("loop.report_iteration", p.loop.report_iteration, 0)):
+        if value is not None and not (isinstance(value, int) and value >= low):
+            _fail(key, f"a whole number >= {low}", value)
+    if p.loop.report_iteration is not None and p.loop.report_iteration > p.loop.iterations:
+        _fail("loop.report_iteration", f"at most loop.iterations ({p.loop.iterations})",
+              p.loop.report_iteration)
+    if any(not isinstance(i, int) or i < 0 for i in p.loop.eval_at):
+        _fail("loop.eval_at", "a list of whole numbers >= 0", list(p.loop.eval_at))
+    for key, value in (("syn_lr", p.syn_lr), ("match.lr_img", p.match.lr_img),
+                       ("experts.lr", p.experts.lr)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            _fail(key, "a finite number > 0", value)
+    for key, value in (("match.lr_lr", p.match.lr_lr), ("match.lr_label", p.match.lr_label),
+                       ("match.threshold", p.match.threshold)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            _fail(key, "a finite number >= 0", value)
+    for key, value in (("distill_fraction", p.distill_fraction), ("beta", p.beta)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+            _fail(key, "a number in [0, 1]", value)
+    for key, value, choices in (("init", p.init, INITS), ("soft_labels", p.soft_labels, SOFT_LABELS),
+                                ("eval_protocol", p.eval_protocol, ("mtt", "selmatch")),
+                                ("score", p.score, ("cscore", "forgetting")),
+                                ("reading", p.reading, ("class-fraction", "ipc-offset"))):
+        if value not in choices:
+            _fail(key, f"one of {list(choices)}", value)
+
+
+INITS = ("real", "random", "noise", "correct", "window")
+SOFT_LABELS = (None, "correct-experts", "one-expert")
 
 
 _MTT_SRC = "DC-BENCH methods/tm/readme.md (author-supplied MTT commands), papers.md §2.4 (a)"
@@ -235,23 +286,89 @@ def scaled(preset: Preset, profile: str) -> Preset:
 
 def with_overrides(preset: Preset, overrides: dict) -> Preset:
     """``preset`` with fields replaced: top-level names, or ``match.<f>``, ``loop.<f>``,
-    ``experts.<f>``; a bare name that is a field of exactly one part is found there too."""
-    top, parts = {}, {"match": {}, "loop": {}, "experts": {}}
+    ``experts.<f>``; a bare name that is a field of exactly one part is found there too.
+    Values are checked against the field's type (a string from the command line is parsed); an
+    unknown, ambiguous or ill-typed setting is a ValueError that lists the valid keys."""
+    settings = _settings(preset)
+    top, parts = {}, {s: {} for s in SECTIONS}
     for key, value in overrides.items():
-        part, _, name = key.rpartition(".")
-        if not part:
-            owners = [p for p in parts if name in {f.name for f in
-                                                   dataclasses.fields(getattr(preset, p))}]
-            if name in {f.name for f in dataclasses.fields(preset)}:
-                owners = []
-            elif len(owners) != 1:
-                raise ValueError(f"unknown or ambiguous setting {key!r}")
-            part = owners[0] if owners else ""
-        (parts[part] if part else top)[name] = value
+        full = key
+        if key in SECTIONS or "." not in key and key not in settings:
+            owners = [s for s in SECTIONS if f"{s}.{key}" in settings]
+            if len(owners) > 1:
+                say = " or ".join(f"{o}.{key}" for o in owners)
+                raise ValueError(f"ambiguous setting {key!r}: say {say}")
+            full = f"{owners[0]}.{key}" if owners else key
+        if full not in settings:
+            raise ValueError(f"unknown setting {key!r}; valid keys: {_valid_keys(preset)}")
+        part, _, name = full.rpartition(".")
+        (parts[part] if part else top)[name] = _coerce(full, value, settings[full])
     for part, values in parts.items():
         if values:
             top[part] = replace(getattr(preset, part), **values)
     return replace(preset, **top)
+
+
+def _settings(preset: Preset) -> dict:
+    """Every settable key (``ipc``, ``match.syn_steps``, ...) and its type."""
+    out = {}
+    for name, hint in typing.get_type_hints(Preset).items():
+        if name in SECTIONS:
+            out.update({f"{name}.{n}": h for n, h in
+                        typing.get_type_hints(type(getattr(preset, name))).items()})
+        elif name != "name":
+            out[name] = hint
+    return out
+
+
+SECTIONS = ("match", "loop", "experts")
+
+
+def _valid_keys(preset: Preset) -> str:
+    keys = _settings(preset)
+    top = [k for k in keys if "." not in k]
+    parts = [f"{s}.{{{', '.join(k.split('.', 1)[1] for k in keys if k.startswith(s + '.'))}}}"
+             for s in SECTIONS]
+    return f"{', '.join(top)}; " + "; ".join(parts)
+
+
+def _coerce(key: str, value, hint):
+    """``value`` (from JSON or a raw string) as the type ``hint`` of setting ``key``, or a clear
+    ValueError: whole numbers for ints, finite numbers for floats, true/false, null for None."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(key, "a list, e.g. [0, 50, 100]", value)
+        return tuple(_coerce(f"{key}[{i}]", v, typing.get_args(hint)[0])
+                     for i, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if not isinstance(value, bool):
+            _fail(key, "true or false", value)
+        return value
+    if hint in (int, float) and isinstance(value, str):
+        try:
+            value = float(value) if hint is float else int(value)
+        except ValueError:
+            pass
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            _fail(key, "a whole number", value)
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) \
+                or not math.isfinite(value):
+            _fail(key, "a finite number", value)
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        _fail(key, "a string", value)
+    return value
 
 
 def resolve(name: str | Preset, profile: str, overrides: dict | None = None) -> Preset:
@@ -400,16 +517,24 @@ def _display_arrays(preset: Preset, data, initial, final) -> dict:
             "display_initial": show(initial.images)}
 
 
+ONE_OFF = "one-off"   # results/<profile>/distill/one-off/<preset>.json: runs no page draws
+
+
 def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict | None = None,
                folder=None, stop_after: int | None = None, result_name: str | None = None,
-               baseline_lr: float | None = None):
-    """Run a preset at a profile end to end; write ``results/<profile>/distill/<name>.json``.
+               baseline_lr: float | None = None, overwrite: bool | None = None):
+    """Run a preset at a profile end to end; write ``results/<profile>/distill/<result_name>.json``
+    (without ``result_name``: ``distill/one-off/<preset>.json``, a name no page's run uses).
+
+    ``overwrite``: whether a result of that name made from another configuration may be replaced
+    (checked before any work; default: only for a named run, i.e. a page's run being refreshed by
+    ``reproduce``; a one-off run needs ``overwrite=True``, the command line's ``--overwrite``).
 
     Data -> experts (trained, or found in the cache) -> initial set -> distill (resumable in
     ``folder``, default ``<cache>/distill/<name>-<profile>-<hash>``) -> evaluation curve ->
     results: the loss curve, the evaluation curve, the result at the declared (final) iteration
     and, labelled, the best over checkpoints; the final set as ``synset_final.pt`` in the folder.
-    ``result_name`` names the results file instead of the preset (runs with overrides).
+    ``result_name`` names the results file (the pages' runs, ``ddbook.method_runs``).
     ``baseline_lr``: also evaluate the *initial* set by the preset's protocol with this fixed
     learning rate (MTT's random-real baseline: the DC/DSA protocol's lr 0.01), recorded apart.
     The results carry labels, classes and split of the whole set and, for the pages' side-by-side
@@ -421,10 +546,15 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
     from . import paths
     from .experts import train_experts
     from .matching import distill
-    from .results import Timer, save_result
+    from .results import Timer, check_replace, check_writable, save_result
     from .train import default_device
 
     preset = resolve(name, profile, overrides)
+    out_name = f"distill/{result_name or f'{ONE_OFF}/{preset.name}'}"
+    config = run_config(preset, baseline_lr)
+    check_writable(profile)                      # before the work, not after it
+    if not (result_name is not None if overwrite is None else overwrite):
+        check_replace(out_name, profile, config)
     device = torch.device(device) if device is not None else default_device()
     with Timer() as timer:
         data = _data(preset)
@@ -443,7 +573,6 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
                                    f"{preset.eval_protocol} protocol at a fixed lr {baseline_lr}"}
     arrays = {"loss": torch.tensor(result.history["loss"]), **_display_arrays(preset, data, synset,
                                                                               result.synset)}
-    path = save_result(f"distill/{result_name or preset.name}", profile, summary,
-                       run_config(preset, baseline_lr),
-                       [preset.loop.seed], timer.seconds, device, arrays=arrays)
+    path = save_result(out_name, profile, summary, config, [preset.loop.seed], timer.seconds,
+                       device, arrays=arrays)
     return path, result

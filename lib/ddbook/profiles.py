@@ -53,8 +53,12 @@ PROFILES = {
 
 
 def default_profile_name() -> str:
-    """``$DDBOOK_PROFILE`` if set, else ``ci``."""
-    return os.environ.get(ENV_VAR, "ci") or "ci"
+    """``$DDBOOK_PROFILE`` if set (it must name a profile), else ``ci``."""
+    name = os.environ.get(ENV_VAR, "").strip() or "ci"
+    if name not in PROFILES:
+        raise ValueError(f"{ENV_VAR}={name!r} is not a profile: choose one of "
+                         f"{', '.join(PROFILES)} (e.g. {ENV_VAR}=quick), or unset it for ci")
+    return name
 
 
 def get_profile(name: str | None = None) -> Profile:

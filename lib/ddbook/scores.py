@@ -11,6 +11,7 @@ order and for torchvision's original order alike.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import torch
 from . import paths
 from .data import Dataset, Split
 
-__all__ = ["Scores", "ScoreMismatchError", "load_published_scores", "map_to_split", "PUBLISHED"]
+__all__ = ["Scores", "ScoreMismatchError", "load_published_scores", "map_to_split", "PUBLISHED",
+           "ORIGINAL_LABELS_SHA256", "check_original_labels"]
 
 
 class ScoreMismatchError(ValueError):
@@ -34,6 +36,28 @@ PUBLISHED = {
     ("cifar10", "forgetting"): ("forgetting_CIFAR10.npy", "high", "SelMatch scores/ (Yongalls/SelMatch)"),
     ("cifar100", "forgetting"): ("forgetting_CIFAR100.npy", "high", "SelMatch scores/ (Yongalls/SelMatch)"),
 }
+
+
+# SHA-256 of the original training-order label sequence (int64, little-endian) of each dataset,
+# read from the published C-score files (whose first labels, 6 9 9 4 1 1 2 7 8 3 for CIFAR-10 and
+# 19 29 0 11 1 86 90 28 23 31 for CIFAR-100, are the datasets' known first training labels). The
+# JPEG layout keeps no original order, so this is how a shuffled label sequence is caught there.
+ORIGINAL_LABELS_SHA256 = {
+    "cifar10": "f5cfe00b0f00968c0cc5ff3b1d2de51b10e33efa277c2986f4e0fa63e58c9f4f",
+    "cifar100": "8bf4935e7c77a3096270043c6f3b221b6ecb9c63d1a08608e9af66cff17e977a",
+}
+
+
+def check_original_labels(labels: np.ndarray, dataset: str, what: str) -> None:
+    """Refuse a label sequence that is not ``dataset``'s original training order."""
+    expected = ORIGINAL_LABELS_SHA256.get(dataset)
+    digest = hashlib.sha256(np.asarray(labels, "<i8").tobytes()).hexdigest()
+    if expected is not None and digest != expected:
+        raise ScoreMismatchError(
+            f"{what}: its label sequence is not {dataset}'s original training order (sha256 "
+            f"{digest[:12]}, expected {expected[:12]}): the file is shuffled, re-sorted or of "
+            f"another dataset, so its scores cannot be mapped onto the images. Fix: use the "
+            f"published file unchanged (see ../shared/data/README.md) or point DDBOOK_SCORES at it")
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,8 +85,11 @@ def _find(file_name: str) -> Path:
         if p.exists():
             return p
     lines = "\n".join(f"  - {p}" for p in tried)
-    raise FileNotFoundError(f"score file {file_name} not found. Looked at:\n{lines}\n"
-                            f"Fix: point DDBOOK_SCORES at the folder that holds it.")
+    env = paths.env_path("DDBOOK_SCORES")
+    fix = f"Fix: put {file_name} in DDBOOK_SCORES={env}, point DDBOOK_SCORES at the folder that " \
+          f"holds it, or unset it to use the default places" if env is not None else \
+          "Fix: point DDBOOK_SCORES at the folder that holds it."
+    raise FileNotFoundError(f"score file {file_name} not found. Looked at:\n{lines}\n{fix}")
 
 
 def map_to_split(values: np.ndarray, file_labels: np.ndarray, split: Split, what: str) -> torch.Tensor:
@@ -103,13 +130,15 @@ def load_published_scores(dataset: Dataset, score: str = "cscore") -> Scores:
         raise ValueError(f"no published {score!r} scores for {dataset.name}; choose one of {valid}")
     file_name, hard, cite = PUBLISHED[key]
     path = _find(file_name)
-    if path.suffix == ".npz":
-        with np.load(path) as blob:
-            values, labels = blob["scores"], blob["labels"]
-    else:
-        values = np.load(path)
-        labels_file = _find(PUBLISHED[(dataset.name, "cscore")][0])
+    labels_file = path if path.suffix == ".npz" else _find(PUBLISHED[(dataset.name, "cscore")][0])
+    try:
         with np.load(labels_file) as blob:
             labels = blob["labels"]
+            values = blob["scores"] if labels_file == path else np.load(path)
+    except Exception as e:  # a truncated or foreign file: numpy raises several types
+        raise ScoreMismatchError(f"{path if labels_file == path else f'{path} or {labels_file}'}"
+                                 f" cannot be read ({type(e).__name__}: {e}). Fix: replace it "
+                                 f"with the published file (see ../shared/data/README.md)") from None
+    check_original_labels(labels, dataset.name, str(labels_file))
     mapped = map_to_split(values, labels, dataset.train, f"{path.name}")
     return Scores(score, mapped, hard, f"{path.name}: {cite}")

@@ -38,11 +38,43 @@ def progress(iterable: Iterable, desc: str, total: int | None = None, **kwargs):
     ``tqdm.auto`` warns about that in every notebook. tqdm >= 4.66 reads ``TQDM_DISABLE`` itself;
     older versions (on the GPU machines) do not, so it is checked here. Used in: experts, evaluate.
     """
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
     if os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false"):
-        return iterable
+        return _Tracked(iterable, desc, total)
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, disable=False, **kwargs)
+    return _Tracked(tqdm(iterable, desc=desc, total=total, leave=False, disable=False, **kwargs),
+                    desc, total)
+
+
+ACTIVE: dict[str, list] = {}   # loops running now, outermost first: desc -> [steps done, total]
+
+
+class _Tracked:
+    """``inner`` (an iterable or a tqdm bar, whose attributes it passes through), counting the
+    finished steps in ``ACTIVE`` (read by the command line's Ctrl-C message: where a run stopped)."""
+
+    def __init__(self, inner, desc: str, total: int | None):
+        self.inner, self.desc, self.total = inner, desc, total
+
+    def __iter__(self):
+        ACTIVE.pop(self.desc, None)
+        ACTIVE[self.desc] = entry = [0, self.total]
+        for item in self.inner:
+            yield item
+            entry[0] += 1
+        ACTIVE.pop(self.desc, None)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+
+def where_stopped() -> str:
+    """The loops that were running, e.g. ``distill after 12 of 150 steps``, or ``""``."""
+    return ", in ".join(f"{d} after {n} of {t if t is not None else '?'} steps"
+                        for d, (n, t) in ACTIVE.items())
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
