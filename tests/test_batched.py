@@ -172,3 +172,31 @@ def test_option_choice_and_errors():
     with pytest.raises(ValueError, match="identical shapes"):
         StackedConvNet([get_network("ConvNet", 4, (16, 16), width=w, depth=2, seed=0,
                                     device="cpu") for w in (8, 16)])
+
+
+def test_sweep_stacks_the_runs_of_a_window_point(cifar10, tmp_path, monkeypatch):
+    """batched=True writes the same files, configs and (to float rounding) numbers as False."""
+    import json
+
+    from ddbook import window_sweep as ws
+    tiny = ws.SweepConfig(ratios=(0.1,), beta_step=0.5, runs=2, width=4, steps=3,
+                          train_per_class=20, test_per_class=5)
+    assert ws._groups(ws.sweep_points(tiny), True) == [
+        [(0.1, 0.0, 0), (0.1, 0.0, 1)], [(0.1, 0.5, 0), (0.1, 0.5, 1)], [(0.1, None, 0)],
+        [(0.1, None, 1)]], "window runs stack, random runs (own subsets) do not"
+    out, real = {}, ws.evaluate_selmatch
+    for b in (False, True):
+        monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path / str(b)))
+        calls = []
+        monkeypatch.setattr(ws, "evaluate_selmatch",
+                            lambda *a, **k: calls.append(k["config"].runs) or real(*a, **k))
+        assert ws.run_sweep(cifar10, "ci", device="cpu", config=tiny, batched=b) == 6
+        assert calls == ([1] * 6 if not b else [2, 2, 1, 1]), f"batched={b}: evaluations {calls}"
+        folder = tmp_path / str(b) / "ci" / "selmatch_fig3_u20"
+        out[b] = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    assert out[False].keys() == out[True].keys() and len(out[True]) == 6
+    for name, a in out[False].items():
+        c = out[True][name]
+        assert a["provenance"]["config"] == c["provenance"]["config"], f"{name}: config differs"
+        assert a["data"]["accuracy"] == c["data"]["accuracy"], f"{name}: accuracy differs"
+        assert a["data"]["train_loss"] == pytest.approx(c["data"]["train_loss"], rel=1e-4)
