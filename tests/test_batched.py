@@ -200,3 +200,31 @@ def test_sweep_stacks_the_runs_of_a_window_point(cifar10, tmp_path, monkeypatch)
         assert a["provenance"]["config"] == c["provenance"]["config"], f"{name}: config differs"
         assert a["data"]["accuracy"] == c["data"]["accuracy"], f"{name}: accuracy differs"
         assert a["data"]["train_loss"] == pytest.approx(c["data"]["train_loss"], rel=1e-4)
+
+
+def test_experts_stacked_equal_one_at_a_time_and_resume(sets, tmp_path):
+    """Stacked experts: same trajectories (float rounding), same records; a kill resumes."""
+    from ddbook.experts import ExpertConfig, train_experts
+    x, y, xt, yt = sets
+    cfg = ExpertConfig(network="ConvNetBN", width=8, depth=2, epochs=3, batch_size=8,
+                       momentum=0.9, weight_decay=5e-4)
+    one = train_experts(cfg, x, y, K, xt, yt, folder=tmp_path / "one", device="cpu",
+                        batched=False)
+    stacked = train_experts(cfg, x, y, K, xt, yt, folder=tmp_path / "stacked", device="cpu",
+                            batched=True)
+    seen = []
+    killed = train_experts(cfg, x, y, K, xt, yt, folder=tmp_path / "killed", device="cpu",
+                           batched=True, stop_after_epochs=1,
+                           callback=lambda i, e, a: seen.append((i, e)))
+    assert seen == [(0, 1), (1, 1), (2, 1)] and len(killed) == 0, f"stopped at {seen}"
+    killed = train_experts(cfg, x, y, K, xt, yt, folder=tmp_path / "killed", device="cpu",
+                           batched=True)
+    for i in range(K):
+        a, b, c = one.trajectory(i), stacked.trajectory(i), killed.trajectory(i)
+        assert np.array_equal(a[0], b[0]), f"expert {i}: stacked changed the init"
+        assert np.allclose(a, b, atol=1e-4), f"expert {i}: {np.abs(a - b).max():.2e}"
+        assert np.allclose(b, c, atol=1e-5), f"expert {i}: resumed differs from uninterrupted"
+        assert one.test_accuracy(i) == stacked.test_accuracy(i), f"expert {i} accuracies"
+        assert np.allclose(one.info(i)["train_loss"], stacked.info(i)["train_loss"], rtol=1e-4)
+    assert not np.allclose(one.trajectory(0)[-1], one.trajectory(1)[-1]), "experts must differ"
+    assert one.meta["config"] == stacked.meta["config"], "batched entered the stored config"

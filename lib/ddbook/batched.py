@@ -88,6 +88,19 @@ def use_batched(batched: bool | None, network: str, width: int | None, depth: in
     return bool(batched)
 
 
+class _StackedLinear(nn.Module):
+    """K linear layers: ``(K, B, F) -> (K, B, out)`` as one batched matmul."""
+
+    def __init__(self, layers: Sequence[nn.Linear]):
+        super().__init__()
+        with torch.no_grad():
+            self.weight = nn.Parameter(torch.stack([m.weight for m in layers]))  # (K, out, F)
+            self.bias = nn.Parameter(torch.stack([m.bias for m in layers]))  # (K, out)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias.unsqueeze(1), f, self.weight.transpose(1, 2))
+
+
 class StackedConvNet(nn.Module):
     """K ConvNets of one shape as one module: input ``(K, B, C, H, W)``, logits ``(K, B, classes)``.
 
@@ -108,9 +121,8 @@ class StackedConvNet(nn.Module):
         self.k = len(nets)
         self.features = ConvNetFeatures(*[_stack_layer([n.features[i] for n in nets])
                                           for i in range(len(nets[0].features))])
-        with torch.no_grad():
-            self.classifier_weight = nn.Parameter(torch.stack([n.classifier.weight for n in nets]))
-            self.classifier_bias = nn.Parameter(torch.stack([n.classifier.bias for n in nets]))
+        self.classifier = _StackedLinear([n.classifier for n in nets])  # after features: the
+        # parameters() order is then network k's, so optimiser state splits per network
         w0 = nets[0].features[0].weight  # the layout get_network chose for these networks
         self.memory_format = torch.channels_last if w0.shape[1] > 1 and w0.stride(1) == 1 \
             else torch.contiguous_format
@@ -124,8 +136,20 @@ class StackedConvNet(nn.Module):
         x = x.contiguous(memory_format=self.memory_format)
         f = self.features(x)  # (B, K·C', h', w')
         f = f.reshape(b, k, -1).transpose(0, 1)  # (K, B, C'·h'·w'), each net's flatten order
-        return torch.baddbmm(self.classifier_bias.unsqueeze(1), f,
-                             self.classifier_weight.transpose(1, 2))  # (K, B, classes)
+        return self.classifier(f)  # (K, B, classes)
+
+    def split(self, tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Per network, its slices of ``tensors`` shaped like ``self.parameters()`` (e.g. SGD
+        momentum buffers): ``out[k][j]`` is network k's part of parameter j, in ConvNet order."""
+        n_head = len(tensors) - 2  # the classifier's weight and bias are stacked on a new dim 0
+        return [[t[k] if j >= n_head else t.chunk(self.k)[k] for j, t in enumerate(tensors)]
+                for k in range(self.k)]
+
+    def join(self, per_net: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
+        """The inverse of :meth:`split`: tensors shaped like ``self.parameters()``."""
+        n_head = len(per_net[0]) - 2
+        return [(torch.stack if j >= n_head else torch.cat)([ts[j] for ts in per_net])
+                for j in range(len(per_net[0]))]
 
     @torch.no_grad()
     def unstack_into(self, nets: Sequence[ConvNet]) -> None:
@@ -136,8 +160,8 @@ class StackedConvNet(nn.Module):
                     dst = getattr(net.features[i], name)
                     dst.copy_(t if name == "num_batches_tracked" else t.chunk(self.k)[k])
         for k, net in enumerate(nets):
-            net.classifier.weight.copy_(self.classifier_weight[k])
-            net.classifier.bias.copy_(self.classifier_bias[k])
+            net.classifier.weight.copy_(self.classifier.weight[k])
+            net.classifier.bias.copy_(self.classifier.bias[k])
 
 
 def _losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
