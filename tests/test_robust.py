@@ -104,10 +104,13 @@ def test_a_mismatched_pair_is_refused_clearly(tmp_path):
 def test_page_run_names_are_not_one_off_names():
     from ddbook.presets import ONE_OFF
 
-    method_runs = pytest.importorskip("ddbook.method_runs")   # moved by the layer branch
-    names = [r.name for p in ("ci", "quick") for r in
-             method_runs.mtt_plan(p) + method_runs.datm_plan(p)]
-    assert names and not any(n.startswith(ONE_OFF) for n in names)
+    from ddbook import figures
+    from ddbook.profiles import get_profile
+
+    names = [piece.name for m in figures.modules().values() for p in ("ci", "quick")
+             for piece in m.plan(get_profile(p))]
+    assert names and not any(ONE_OFF in n.split("/") for n in names), \
+        [n for n in names if ONE_OFF in n.split("/")]
 
 
 def test_one_off_runs_never_replace_another_configuration(results_root, capsys):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .augment import AUGMENT_MODES
+from .batched import StackedConvNet, correct_stacked, train_epoch_stacked, use_batched
 from .networks import get_network
 from .train import check_labels, correct, default_device, progress, train_epoch
 
@@ -177,46 +178,78 @@ def _check_sets(images, labels, test_images, test_labels, num_classes) -> int:
 
 
 def _run_protocol(protocol: str, config, lr: float, data: tuple, make_optimizer, schedule: dict,
-                  device) -> EvalResult:
-    """Train ``config.runs`` networks with ``make_optimizer(model) -> (opt, sched, epochs)``."""
+                  device, batched: bool | None = None) -> EvalResult:
+    """Train ``config.runs`` networks with ``make_optimizer(model) -> (opt, sched, epochs)``.
+
+    ``batched`` (see :func:`ddbook.batched.use_batched`) trains the runs stacked, as one module;
+    either way run r is initialised from seed + r and draws from its own generator.
+    """
     images, labels, is_selected, test_images, test_labels, num_classes = data
     if config.augment not in AUGMENT_MODES:
         raise ValueError(f"unknown augmentation {config.augment!r}; valid: {list(AUGMENT_MODES)}")
     if config.runs < 1:
         raise ValueError(f"runs must be >= 1, got {config.runs}")
     t0 = time.perf_counter()
-    accs, rights, losses, seeds, lrs = [], [], [], [], []
-    for r in range(config.runs):
-        model = get_network(config.network, num_classes, tuple(images.shape[-2:]), images.shape[1],
-                            config.width, config.depth, seed=config.seed + r, device=device)
+    nets = [get_network(config.network, num_classes, tuple(images.shape[-2:]), images.shape[1],
+                        config.width, config.depth, seed=config.seed + r, device=device)
+            for r in range(config.runs)]
+    gens = [torch.Generator().manual_seed(config.seed + r + DATA_SEED_OFFSET)
+            for r in range(config.runs)]
+    train = _train_stacked if use_batched(batched, config.network, config.width, config.depth,
+                                          config.runs, device) else _train_each
+    rights, losses, epochs, lrs = train(protocol, config, nets, gens, data, make_optimizer)
+    steps = epochs * math.ceil(len(images) / config.batch_size)
+    accs = tuple(float(r.mean()) for r in rights)
+    seeds = tuple(config.seed + r for r in range(config.runs))
+    return EvalResult(protocol, config.network, accs, rights, epochs, steps, EVAL_POINT, lr,
+                      tuple(lrs), schedule, seeds, tuple(losses), asdict(config),
+                      time.perf_counter() - t0)
+
+
+def _train_each(protocol, config, nets, gens, data, make_optimizer):
+    """The runs one after another; returns (correct (k, N), losses, epochs, lrs)."""
+    images, labels, is_selected, test_images, test_labels, _ = data
+    rights, losses = [], []
+    for r, (model, gen) in enumerate(zip(nets, gens)):
         opt, sched, epochs = make_optimizer(model)
-        gen = torch.Generator().manual_seed(config.seed + r + DATA_SEED_OFFSET)
         lrs = []
         for _ in progress(range(epochs), f"{protocol} eval run {r}"):
             lrs.append(opt.param_groups[0]["lr"])
             loss = train_epoch(model, images, labels, opt, config.batch_size, gen, config.augment,
                                is_selected, sched)
-        right = correct(model, test_images, test_labels, config.test_batch_size).cpu().numpy()
-        rights.append(right)
-        accs.append(float(right.mean()))
+        rights.append(correct(model, test_images, test_labels, config.test_batch_size).cpu())
         losses.append(float(loss))
-        seeds.append(config.seed + r)
-    steps = epochs * math.ceil(len(images) / config.batch_size)
-    return EvalResult(protocol, config.network, tuple(accs), np.stack(rights), epochs, steps,
-                      EVAL_POINT, lr, tuple(lrs), schedule, tuple(seeds), tuple(losses),
-                      asdict(config), time.perf_counter() - t0)
+    return torch.stack(rights).numpy(), losses, epochs, lrs
+
+
+def _train_stacked(protocol, config, nets, gens, data, make_optimizer):
+    """The runs stacked into one module (ddbook.batched); same returns as _train_each."""
+    images, labels, is_selected, test_images, test_labels, _ = data
+    k = len(nets)
+    model = StackedConvNet(nets)
+    opt, sched, epochs = make_optimizer(model)
+    lrs = []
+    for _ in progress(range(epochs), f"{protocol} eval, {k} runs stacked"):
+        lrs.append(opt.param_groups[0]["lr"])
+        loss = train_epoch_stacked(model, [images] * k, [labels] * k, opt, config.batch_size,
+                                   gens, config.augment, [is_selected] * k, sched)
+    right = correct_stacked(model, test_images, test_labels, config.test_batch_size)
+    return right.cpu().numpy(), loss.tolist(), epochs, lrs
 
 
 def evaluate_mtt(images: torch.Tensor, labels: torch.Tensor, lr: float | torch.Tensor,
                  test_images: torch.Tensor, test_labels: torch.Tensor,
                  config: MTTEvalConfig = MTTEvalConfig(), num_classes: int | None = None,
-                 device: str | torch.device | None = None) -> EvalResult:
+                 device: str | torch.device | None = None,
+                 batched: bool | None = None) -> EvalResult:
     """Evaluate a synthetic set by the MTT/DATM protocol: k networks, each tested once at the end.
 
     Source: MTT ``utils.py: evaluate_synset`` (papers.md §2.3) and DATM ``evaluation.py`` (§3.4).
     ``images`` (N, C, H, W) float, normalised; ``labels`` hard int64 (N,) or soft logits (N, K)
     (DATM, soft cross-entropy); ``lr`` the learned step size. Use ``batch_size=128`` for DATM.
-    Used in: MTT, DATM and SelMatch-comparison notebooks.
+    ``batched``: train the k runs stacked as one module (ddbook.batched; an execution detail, not
+    part of the config: results agree to float rounding); None decides by
+    :func:`ddbook.batched.use_batched`. Used in: MTT, DATM and SelMatch-comparison notebooks.
     """
     lr = float(lr)
     if not math.isfinite(lr) or lr <= 0:
@@ -230,7 +263,7 @@ def evaluate_mtt(images: torch.Tensor, labels: torch.Tensor, lr: float | torch.T
     schedule = {"kind": "step", "decay_after_epochs": mtt_schedule(config)[1],
                 "factor": config.decay, "reference_epochs": config.reference_epochs}
     return _run_protocol("mtt", config, lr, data, lambda m: mtt_optimizer(m, lr, config), schedule,
-                         device)
+                         device, batched)
 
 
 def evaluate_selmatch(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
@@ -238,13 +271,15 @@ def evaluate_selmatch(images: torch.Tensor, labels: torch.Tensor, test_images: t
                       ratio: float | None = None,
                       config: SelMatchEvalConfig = SelMatchEvalConfig(),
                       num_classes: int | None = None,
-                      device: str | torch.device | None = None) -> EvalResult:
+                      device: str | torch.device | None = None,
+                      batched: bool | None = None) -> EvalResult:
     """Evaluate a (selected + distilled) set by the SelMatch protocol; return k runs' results.
 
     Source: SelMatch ``utils.py: evaluate_synset``, ``eval.py`` (papers.md §4.5). ``is_selected``
     (N,) bool marks real selected images (crop + flip); the rest get per-image DSA. It is required
     by ``augment='combined'``. ``ratio`` is the subset ratio (see :func:`subset_ratio`) that sets
-    the epochs when ``config.epochs`` is None. Used in: SelMatch notebooks.
+    the epochs when ``config.epochs`` is None. ``batched`` as in :func:`evaluate_mtt`.
+    Used in: SelMatch notebooks.
     """
     device = torch.device(device) if device is not None else default_device()
     k = _check_sets(images, labels, test_images, test_labels, num_classes)
@@ -265,4 +300,5 @@ def evaluate_selmatch(images: torch.Tensor, labels: torch.Tensor, test_images: t
     schedule = {"kind": "cosine", "t_max_epochs": epochs, "eta_min": config.min_lr_factor * config.lr,
                 "reference_epochs": config.reference_epochs, "subset_ratio": ratio}
     return _run_protocol("selmatch", config, config.lr, data,
-                         lambda m: selmatch_optimizer(m, epochs, config), schedule, device)
+                         lambda m: selmatch_optimizer(m, epochs, config), schedule, device,
+                         batched)

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from . import paths
+from .batched import StackedConvNet, train_epoch_stacked, use_batched
 from .networks import count_params, flatten_params, get_network
 from .train import (GSAMStep, accuracy, check_labels, default_device, progress, sgd_step,
                     train_epoch)
@@ -280,33 +281,91 @@ def _finish(folder: Path, i: int, traj, config: ExpertConfig, state: dict) -> No
     (folder / f"expert_{i:03d}.ckpt.pt").unlink(missing_ok=True)
 
 
-def _train_one(folder: Path, i: int, config: ExpertConfig, data: tuple, test, device,
-               stop_after_epochs: int | None, callback) -> bool:
-    """Train (or resume) expert ``i``; return True when it is finished."""
+def _setup(folder: Path, i: int, config: ExpertConfig, data: tuple, test, device) -> tuple:
+    """Expert ``i``'s (model, optimizer, generator, trajectory memmap, state), fresh or resumed."""
     images, labels, num_classes = data
     model = get_network(config.network, num_classes, tuple(images.shape[-2:]), images.shape[1],
                         config.width, config.depth, seed=config.seed + i, device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed + i + DATA_SEED_OFFSET)
+    traj, state = _start_or_resume(folder, i, model, optimizer, generator, config, test)
+    return model, optimizer, generator, traj, state
+
+
+def _end_epoch(folder: Path, i: int, epoch: int, run: tuple, loss: float, seconds: float, test,
+               config: ExpertConfig, stop_after_epochs: int | None, callback) -> bool:
+    """Record expert ``i``'s epoch and checkpoint it; True when training should stop here."""
+    model, optimizer, generator, traj, state = run
+    traj[epoch] = flatten_params(model).cpu().numpy()  # a copy: torch.cat, then the memmap
+    state["test_accuracy"].append(_test(model, test))
+    state["train_loss"].append(loss)
+    state["epoch"], state["wall_time_s"] = epoch, state["wall_time_s"] + seconds
+    _checkpoint(folder, i, traj, model, optimizer, generator, state)
+    if callback is not None:
+        callback(i, epoch, state["test_accuracy"][-1])
+    return stop_after_epochs is not None and epoch >= stop_after_epochs and epoch < config.epochs
+
+
+def _train_one(folder: Path, i: int, config: ExpertConfig, data: tuple, test, device,
+               stop_after_epochs: int | None, callback, run: tuple | None = None) -> bool:
+    """Train (or resume) expert ``i``; return True when it is finished."""
+    images, labels, _ = data
+    run = run or _setup(folder, i, config, data, test, device)
+    model, optimizer, generator, traj, state = run
     step = GSAMStep(config.gsam_rho, config.gsam_alpha, config.gsam_adaptive) if config.gsam \
         else sgd_step
-    traj, state = _start_or_resume(folder, i, model, optimizer, generator, config, test)
     for epoch in progress(range(state["epoch"] + 1, config.epochs + 1), f"expert {i}",
                           total=config.epochs - state["epoch"]):
         t0 = time.perf_counter()
         loss = train_epoch(model, images, labels, optimizer, config.batch_size, generator,
                            config.augment, step=step)
-        traj[epoch] = flatten_params(model).cpu().numpy()  # a copy: torch.cat, then the memmap
-        state["test_accuracy"].append(_test(model, test))
-        state["train_loss"].append(float(loss))
-        state["epoch"], state["wall_time_s"] = epoch, state["wall_time_s"] + time.perf_counter() - t0
-        _checkpoint(folder, i, traj, model, optimizer, generator, state)
-        if callback is not None:
-            callback(i, epoch, state["test_accuracy"][-1])
-        if stop_after_epochs is not None and epoch >= stop_after_epochs and epoch < config.epochs:
+        if _end_epoch(folder, i, epoch, run, float(loss), time.perf_counter() - t0, test, config,
+                      stop_after_epochs, callback):
             return False
     _finish(folder, i, traj, config, state)
+    return True
+
+
+def _train_stacked(folder: Path, ids: list[int], runs: list[tuple], config: ExpertConfig,
+                   data: tuple, test, stop_after_epochs: int | None, callback) -> bool:
+    """Train experts ``ids`` (set up by _setup, all at the same epoch) stacked (ddbook.batched).
+
+    Each expert keeps its init, generator and checkpoints; after every epoch the stack is copied
+    back into the experts' own models and optimizers, which are recorded and checkpointed exactly
+    as one expert's are (so a killed stacked run resumes, stacked or not). True when finished.
+    """
+    images, labels, _ = data
+    nets, opts = [r[0] for r in runs], [r[1] for r in runs]
+    model = StackedConvNet(nets)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    params = list(model.parameters())
+    buffers = [[o.state[p].get("momentum_buffer") for p in n.parameters()]
+               for o, n in zip(opts, nets)]
+    if all(b is not None for bs in buffers for b in bs):  # resumed with momentum: stack its state
+        for p, b in zip(params, model.join(buffers)):
+            optimizer.state[p]["momentum_buffer"] = b.clone()
+    first = runs[0][4]["epoch"] + 1
+    for epoch in progress(range(first, config.epochs + 1), f"experts {ids[0]}-{ids[-1]} stacked",
+                          total=config.epochs - first + 1):
+        t0 = time.perf_counter()
+        losses = train_epoch_stacked(model, [images] * len(ids), [labels] * len(ids), optimizer,
+                                     config.batch_size, [r[2] for r in runs], config.augment)
+        model.unstack_into(nets)
+        state = [optimizer.state[p].get("momentum_buffer") for p in params]
+        if all(b is not None for b in state):
+            for o, n, bs in zip(opts, nets, model.split(state)):
+                for p, b in zip(n.parameters(), bs):
+                    o.state[p]["momentum_buffer"] = b.clone()
+        seconds = (time.perf_counter() - t0) / len(ids)
+        stop = [_end_epoch(folder, i, epoch, run, float(loss), seconds, test, config,
+                           stop_after_epochs, callback)
+                for i, run, loss in zip(ids, runs, losses)]
+        if any(stop):
+            return False
+    for i, run in zip(ids, runs):
+        _finish(folder, i, run[3], config, run[4])
     return True
 
 
@@ -315,7 +374,8 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
                   test_labels: torch.Tensor | None = None, *,
                   folder: str | os.PathLike | None = None, num_classes: int | None = None,
                   device: str | torch.device | None = None, stop_after_epochs: int | None = None,
-                  callback: Callable[[int, int, float | None], None] | None = None) -> ExpertBuffer:
+                  callback: Callable[[int, int, float | None], None] | None = None,
+                  batched: bool | None = None) -> ExpertBuffer:
     """Train experts 0 .. n_experts - 1 (skip finished ones, resume a partial one); return the buffer.
 
     Source: MTT ``buffer.py`` / FTD ``buffer_FTD.py`` (papers.md §2.1, §3.1). ``images`` are float,
@@ -323,7 +383,10 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
     [0, num_classes) (default: max + 1). With a test set, each snapshot's test accuracy is
     recorded. ``stop_after_epochs=k`` stops (as if killed) once the expert in progress has k epochs
     checkpointed; ``callback(i, epoch, test_acc)`` runs after each epoch's checkpoint (an exception
-    there is a kill too). Device: CUDA when available. Experts are trained one after another.
+    there is a kill too). Device: CUDA when available. Experts are trained one after another, or
+    (``batched``; None: :func:`ddbook.batched.use_batched`) those at the same epoch stacked as
+    one module: an execution detail, not part of the config or the folder's hash; the
+    trajectories agree with one-at-a-time training to float rounding. GSAM is not stacked.
     Used in: the expert notebooks and every distillation notebook (through the cached buffer).
     """
     device = torch.device(device) if device is not None else default_device()
@@ -354,12 +417,29 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
                     set_aside(p, f"unreadable or of the wrong shape ({type(e).__name__})",
                               f"expert {i} is trained again")
     done = set(buffer.experts())
-    for i in range(n_experts):
-        if i in done:
-            (folder / f"expert_{i:03d}.ckpt.pt").unlink(missing_ok=True)  # left by a late crash
-            continue
-        if not _train_one(folder, i, config, (images, labels, num_classes), test, device,
-                          stop_after_epochs, callback):
+    for i in sorted(done):
+        (folder / f"expert_{i:03d}.ckpt.pt").unlink(missing_ok=True)  # left by a late crash
+    todo = [i for i in range(n_experts) if i not in done]
+    if config.gsam and batched:
+        raise ValueError("GSAM experts cannot be stacked (their perturbation is per network): "
+                         "pass batched=False (or None)")
+    data = (images, labels, num_classes)
+    if config.gsam or not use_batched(batched, config.network, config.width, config.depth,
+                                      len(todo), device):
+        for i in todo:
+            if not _train_one(folder, i, config, data, test, device, stop_after_epochs, callback):
+                break
+        return buffer
+    runs = {i: _setup(folder, i, config, data, test, device) for i in todo}
+    for epoch in sorted({r[4]["epoch"] for r in runs.values()}, reverse=True):  # resumed first
+        ids = [i for i in todo if runs[i][4]["epoch"] == epoch]
+        if len(ids) == 1:
+            ok = _train_one(folder, ids[0], config, data, test, device, stop_after_epochs,
+                            callback, runs[ids[0]])
+        else:
+            ok = _train_stacked(folder, ids, [runs[i] for i in ids], config, data, test,
+                                stop_after_epochs, callback)
+        if not ok:
             break
     return buffer
 

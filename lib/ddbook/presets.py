@@ -534,14 +534,14 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
     ``folder``, default ``<cache>/distill/<name>-<profile>-<hash>``) -> evaluation curve ->
     results: the loss curve, the evaluation curve, the result at the declared (final) iteration
     and, labelled, the best over checkpoints; the final set as ``synset_final.pt`` in the folder.
-    ``result_name`` names the results file (the pages' runs, ``ddbook.method_runs``).
+    ``result_name`` names the results file (the pages' runs, ``ddbook.figures``).
     ``baseline_lr``: also evaluate the *initial* set by the preset's protocol with this fixed
     learning rate (MTT's random-real baseline: the DC/DSA protocol's lr 0.01), recorded apart.
     The results carry labels, classes and split of the whole set and, for the pages' side-by-side
     grids, the first ``DISPLAY_PER_CLASS`` images per class before and after as display-ready
     uint8 (``display_initial``, ``display_final``); the full set is ``synset_final.pt`` in the run
     folder (its path in the results). Returns (results path, DistillResult). Used in: ``python -m ddbook distill``,
-    ``ddbook.method_runs``, notebooks.
+    ``ddbook.figures``, notebooks.
     """
     from . import paths
     from .experts import train_experts

@@ -18,23 +18,25 @@ on the run-level accuracies with :mod:`ddbook.verdicts`. The stored config of ev
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
+from ..batched import use_batched
 from ..data import Dataset, normalize
 from ..evaluate import SelMatchEvalConfig, evaluate_selmatch
 from ..profiles import Profile
 from ..results import StaleResultError, load_result, save_result
 from ..scores import Scores, load_published_scores
 from ..selection import beta_grid, random_indices, window_indices
-from ..train import progress
+from ..train import default_device, progress
 from ._common import Loaded, as_profile, load_pieces, select
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "ALIASES", "plan", "run", "load", "verdicts",
            "SweepConfig", "SWEEPS", "EARLIER", "sweep_config", "sweep_points", "run_sweep",
-           "load_sweep", "load_earlier", "table", "run_point", "summarise", "run_table", "budget",
+           "load_sweep", "load_earlier", "table", "run_point", "run_point_runs", "summarise", "run_table",
+           "budget",
            "paper_beta_star"]
 
 NAME = "selmatch-fig3"
@@ -130,10 +132,9 @@ def _point_config(config: SweepConfig, ratio: float, beta, run: int) -> dict:
     return {**asdict(config), "ratio": ratio, "beta": beta, "run": run}
 
 
-def run_point(dataset: Dataset, config: SweepConfig, profile: Profile, ratio: float, beta,
-              run: int, data=None, device=None):
-    """Train and test one network of the sweep; write and return its results path."""
-    train, test, scores = data or _data(dataset, config)
+def _point_setup(dataset: Dataset, config: SweepConfig, ratio: float, beta, run: int, data):
+    """(subset indices, normalised subset, test images, evaluation config) of one point."""
+    train, test, scores = data
     n_class = len(train.class_indices(0))
     ipc = max(1, round(ratio * n_class))
     if beta is None:
@@ -146,17 +147,73 @@ def run_point(dataset: Dataset, config: SweepConfig, profile: Profile, ratio: fl
                              runs=1, seed=config.seed + run)
     x = normalize(train.images[idx], dataset.mean, dataset.std)
     xt = normalize(test.images, dataset.mean, dataset.std)
-    res = evaluate_selmatch(x, train.labels[idx], xt, test.labels, config=evc, ratio=ratio,
-                            num_classes=dataset.num_classes, device=device)
-    data_out = {"accuracy": res.accuracies[0], "ipc": ipc, "subset_size": len(idx),
-                "epochs": res.epochs, "steps": res.steps, "train_loss": res.train_loss[0],
-                "mean_score": float(scores.values[idx].mean()), "eval_point": res.eval_point,
-                "n_test": int(res.correct.shape[1])}
+    return idx, x, xt, evc
+
+
+def _save_point(config: SweepConfig, profile: Profile, ratio: float, beta, run: int, data, idx,
+                res, i: int, wall_time_s: float, device):
+    """Write network ``i`` of the evaluation ``res`` as the results of point (ratio, beta, run)."""
+    train, test, scores = data
+    n_class = len(train.class_indices(0))
+    data_out = {"accuracy": res.accuracies[i], "ipc": max(1, round(ratio * n_class)),
+                "subset_size": len(idx), "epochs": res.epochs, "steps": res.steps,
+                "train_loss": res.train_loss[i], "mean_score": float(scores.values[idx].mean()),
+                "eval_point": res.eval_point, "n_test": int(res.correct.shape[1])}
     # per-test-example correctness (packed bits, test-set order) for easy/hard accuracy later
-    arrays = {"correct_bits": np.packbits(np.asarray(res.correct[0], dtype=bool))}
+    arrays = {"correct_bits": np.packbits(np.asarray(res.correct[i], dtype=bool))}
     return save_result(_point_name(config, ratio, beta, run), as_profile(profile).name, data_out,
                        _point_config(config, ratio, beta, run), [config.seed + run],
-                       res.wall_time_s, device, arrays=arrays)
+                       wall_time_s, device, arrays=arrays)
+
+
+def run_point(dataset: Dataset, config: SweepConfig, profile: Profile, ratio: float, beta,
+              run: int, data=None, device=None):
+    """Train and test one network of the sweep; write and return its results path."""
+    data = data or _data(dataset, config)
+    idx, x, xt, evc = _point_setup(dataset, config, ratio, beta, run, data)
+    train, test, _ = data
+    res = evaluate_selmatch(x, train.labels[idx], xt, test.labels, config=evc, ratio=ratio,
+                            num_classes=dataset.num_classes, device=device, batched=False)
+    return _save_point(config, profile, ratio, beta, run, data, idx, res, 0, res.wall_time_s,
+                       device)
+
+
+def run_point_runs(dataset: Dataset, config: SweepConfig, profile: Profile, ratio: float,
+                   beta: float, runs: list[int], data=None, device=None) -> list:
+    """Train the networks of consecutive ``runs`` of one window point stacked (ddbook.batched).
+
+    The runs of a window point share the subset and differ only in their seeds, so they are one
+    SelMatch evaluation with ``len(runs)`` runs from seed ``config.seed + runs[0]``: run r is
+    initialised and draws exactly as :func:`run_point` would (to float rounding). Each run is
+    written as its own point, with an equal share of the wall time. Returns the paths.
+    """
+    if beta is None or runs != list(range(runs[0], runs[0] + len(runs))):
+        raise ValueError(f"stack consecutive runs of a window point (random subsets differ per "
+                         f"run); got beta={beta}, runs={runs}")
+    data = data or _data(dataset, config)
+    idx, x, xt, evc = _point_setup(dataset, config, ratio, beta, runs[0], data)
+    train, test, _ = data
+    res = evaluate_selmatch(x, train.labels[idx], xt, test.labels,
+                            config=replace(evc, runs=len(runs)), ratio=ratio,
+                            num_classes=dataset.num_classes, device=device, batched=True)
+    return [_save_point(config, profile, ratio, beta, run, data, idx, res, i,
+                        res.wall_time_s / len(runs), device) for i, run in enumerate(runs)]
+
+
+def _groups(points: list, stack: bool) -> list[list]:
+    """The points in order, as groups to train together: the runs of one window point when
+    ``stack`` (random points, whose subsets differ per run, stay alone), else one per group."""
+    if not stack:
+        return [[p] for p in points]
+    groups, where = [], {}
+    for p in points:
+        key = (p.ratio, p.beta)
+        if p.beta is not None and key in where and groups[where[key]][-1].run_index == p.run_index - 1:
+            groups[where[key]].append(p)
+            continue
+        where[key] = len(groups)
+        groups.append([p])
+    return groups
 
 
 @dataclass(frozen=True)
@@ -197,14 +254,16 @@ def _is_current(profile: Profile, point: SweepPoint) -> bool:
 
 def run_sweep(dataset: Dataset, profile: Profile | str, device=None,
               config: SweepConfig | None = None, shard: tuple[int, int] = (0, 1),
-              reverse: bool = False, only=None) -> int:
+              reverse: bool = False, only=None, batched: bool | None = None) -> int:
     """Run every missing point of the profile's sweep (existing, current results are kept).
 
     ``shard=(k, n)`` runs only the points whose position in :func:`sweep_points` is k mod n, so n
     processes (e.g. one per CPU core) can share a sweep without running a point twice. Each point
     is checked again just before it runs, so two processes can also share one sweep from opposite
     ends (``reverse=True`` for the second): they meet in the middle. ``only``: the points whose
-    name contains it (see :func:`ddbook.figures._common.select`).
+    name contains it (see :func:`ddbook.figures._common.select`). ``batched`` trains the runs of
+    one window point stacked (:func:`run_point_runs`; None: ddbook.batched.use_batched, i.e. on
+    CUDA only); it is an execution detail, absent from the results' config.
     Returns the number of networks this call trained.
     """
     profile = as_profile(profile)
@@ -215,12 +274,20 @@ def run_sweep(dataset: Dataset, profile: Profile | str, device=None,
     data = _data(dataset, config)
     points = select(plan(profile, config), only)
     todo = [p for i, p in enumerate(points) if i % n == k and not _is_current(profile, p)]
+    stack = use_batched(batched, config.network, config.width, None, config.runs,
+                        torch.device(device) if device is not None else default_device())
     trained = 0
-    for point in progress(todo[::-1] if reverse else todo, desc="sliding window"):
-        if _is_current(profile, point):   # done by another process meanwhile
-            continue
-        run_point(dataset, config, profile, point.ratio, point.beta, point.run_index, data, device)
-        trained += 1
+    groups = _groups(todo, stack)
+    for group in progress(groups[::-1] if reverse else groups, desc="sliding window"):
+        group = [p for p in group if not _is_current(profile, p)]   # done by another process
+        runs = [p.run_index for p in group]
+        if len(group) >= 2 and runs == list(range(runs[0], runs[0] + len(runs))):
+            run_point_runs(dataset, config, profile, group[0].ratio, group[0].beta, runs, data,
+                           device)
+        else:
+            for p in group:
+                run_point(dataset, config, profile, p.ratio, p.beta, p.run_index, data, device)
+        trained += len(group)
     return trained
 
 
