@@ -220,20 +220,31 @@ def _add_distill_parser(sub) -> None:
 
 def _cmd_reproduce(args) -> int:
     """Run the missing pieces of the MTT table, DATM's ranges or the cross-architecture check."""
-    from .method_runs import run
-    for path in run(args.what, args.profile, device=args.device, only=args.only):
+    if args.what in FIGURE_MODULES:     # figure modules (ddbook.figures; the layer branch
+        import importlib                 # discovers them: this table goes when it is merged)
+        from .profiles import get_profile
+        module = importlib.import_module(f"ddbook.figures.{FIGURE_MODULES[args.what]}")
+        written = module.run(get_profile(args.profile), device=args.device, only=args.only)
+    else:
+        from .method_runs import run
+        written = run(args.what, args.profile, device=args.device, only=args.only)
+    for path in written:
         print(f"wrote {path}")
     print(f"{args.what} at {args.profile}: complete")
     return 0
 
 
+FIGURE_MODULES = {"selmatch-alpha": "selmatch_alpha", "selmatch-table1": "selmatch_table1"}
+
+
 def _add_reproduce_parser(sub) -> None:
     rep = sub.add_parser("reproduce", help="the runs behind the MTT and DATM pages (resumable; "
                          "one results file per run)")
-    rep.add_argument("what", choices=["mtt", "datm-ranges", "cross-arch"],
+    rep.add_argument("what", choices=["mtt", "datm-ranges", "cross-arch", *FIGURE_MODULES],
                      help="mtt: MTT's CIFAR-10 IPC 1/10/50 table; datm-ranges: early/late/all "
                      "segments at a small and a large IPC; cross-arch: MTT's IPC 10 set on four "
-                     "architectures (needs the mtt run)")
+                     "architectures (needs the mtt run); selmatch-alpha, selmatch-table1: "
+                     "SelMatch's alpha ablation and Table 1 on the scale model")
     rep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
     rep.add_argument("--only", default=None, help="only the runs whose name contains this, e.g. "
                      "ipc10, late, VGG11")
