@@ -139,6 +139,7 @@ if len(frame):
 ax.set_xlabel("subset ratio of the scale model")
 ax.set_ylabel("test accuracy (%)")
 ax.set_title(f"Table 1 at the scale model — {shown_prof.name}")
+fig.tight_layout()
 
 # %% [markdown]
 # ## The scale's proofs, and the verdicts

@@ -40,7 +40,7 @@ __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "pa
            "alpha_plan", "table1_plan", "piece_config", "run_piece", "run_pieces", "load_pieces",
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
            "calibrate", "fig3_rows", "fig3_compatible", "ALPHA_PAGE", "TABLE1_PAGE",
-           "describe_scale"]
+           "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
 
 ALPHA_PAGE, TABLE1_PAGE = "selmatch_alpha", "selmatch_table1"
 CIFAR10_PER_CLASS = 5000        # the paper's N_c: subset ratio r is IPC = r * 5000 there
@@ -480,6 +480,72 @@ def fig3_rows(profile: Profile):
     except StaleResultError as e:
         return None, [], f"the Fig. 3 sweep at {profile.name} is stale: {e}"
     return table, missing, None
+
+
+def random_by_ratio(profile: Profile) -> dict:
+    """{ratio: [accuracy of each random-subset network]} of the Fig. 3 sweep at this scale's ratios
+    (empty when the sweep is missing or not comparable)."""
+    table, _, why = fig3_rows(profile)
+    if why or table is None or not len(table):
+        return {}
+    out = {}
+    for r in scale_config(profile).ratios:
+        t = table[np.isclose(table["ratio"], r) & table["beta"].isna()].sort_values("run")
+        if len(t):
+            out[r] = list(t["accuracy"])
+    return out
+
+
+def random_trend(profile: Profile):
+    """The scale's precondition as a Verdict: random-subset accuracy rises with the ratio (an OLS
+    slope over the Fig. 3 sweep's random networks); None with fewer than two ratios present."""
+    from . import verdicts as V
+    rnd = random_by_ratio(profile)
+    if len(rnd) < 2:
+        return None
+    xs = sorted(rnd)
+    return V.trend(xs, [rnd[x] for x in xs], "random-subset accuracy rises with the subset ratio "
+                   "(the ratio axis means something at this scale)", direction="increasing",
+                   per="unit of subset ratio")
+
+
+def _calibration(profile: Profile):
+    try:
+        return load_result(f"{ALPHA_PAGE}/calibration", profile.name, missing_ok=True)
+    except StaleResultError:
+        return None
+
+
+def planned_cost(profile: Profile) -> list[dict] | None:
+    """Per ratio, the cost of one piece from the measured calibration at ``profile`` (seconds per
+    image-step of the unroll, seconds per evaluation network at 5 %): distillation and evaluation
+    minutes, and the plan's total process-hours; None without a calibration."""
+    cal = _calibration(profile)
+    if cal is None:
+        return None
+    scale, d = scale_config(profile), cal.data
+    rows = []
+    for r in scale.ratios:
+        n = 10 * ipc_of(scale, r)
+        distill_min = d["seconds_per_image_step"] * n * scale.iterations / 60
+        eval_min = d["seconds_per_eval_network"] * scale.eval_runs / 60
+        count = sum(math.isclose(p.ratio, r) for p in alpha_plan(profile) + table1_plan(profile)
+                    if p.distills)
+        evals = sum(math.isclose(p.ratio, r) for p in alpha_plan(profile) + table1_plan(profile))
+        rows.append({"ratio": r, "n_images": n, "distillation_min": distill_min,
+                     "evaluation_min": eval_min, "distillations": count, "evaluated_sets": evals,
+                     "ratio_hours": (count * distill_min + evals * eval_min) / 60})
+    return rows
+
+
+def measured_cost(loaded) -> list[dict]:
+    """Per piece found: wall time (provenance), distillation and evaluation seconds, updates."""
+    return [{"piece": n, "wall_min": r.provenance["wall_time_s"] / 60,
+             "distill_min": r.data.get("distill_wall_s", 0.0) / 60,
+             "eval_min": r.data["eval_wall_s"] / 60,
+             "s_per_iteration": r.data.get("seconds_per_iteration_median"),
+             "updates_per_distilled_image": r.data.get("updates_per_distilled_image")}
+            for n, r in loaded.found.items()]
 
 
 def run_fig3(profile: Profile, device=None) -> int:

@@ -111,11 +111,14 @@ def control(loaded):
 
 
 def verdicts(loaded) -> list:
-    """The control, the paper's claim "the best α falls as the subset grows" (argmax trend over
-    the ratios, bootstrap over networks), and, at each ratio, the best α (cross-fitted over
-    networks) against the window alone."""
+    """The precondition (random-subset accuracy rises with the ratio, from the Fig. 3 sweep), the
+    control, the paper's claim "the best α falls as the subset grows" (argmax trend over the
+    ratios, bootstrap over networks), and, at each ratio, the best α (cross-fitted over networks)
+    against the window alone."""
     from .. import verdicts as V
-    out = []
+    from ..profiles import get_profile
+    prof = _profile(loaded)
+    out = [v for v in [sc.random_trend(get_profile(prof)) if prof else None] if v is not None]
     c = control(loaded)
     if c is not None:
         out.append(c)
@@ -124,7 +127,8 @@ def verdicts(loaded) -> list:
             len({len(v) for v in t.values()}) == 1}
     if len(full) >= 2:
         out.append(V.argmax_trend(full, "the best α falls as the subset grows (Fig. 4a)",
-                                  direction="decreasing", per="unit of subset ratio"))
+                                  direction="decreasing", units="α",
+                                  per="unit of subset ratio"))
     for ratio, t in table.items():
         rest = {a: v for a, v in t.items() if a > 0}
         if 0.0 in t and len(rest) >= 1 and len({len(v) for v in rest.values()}) == 1:

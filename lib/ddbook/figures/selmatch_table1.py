@@ -32,7 +32,7 @@ NOTEBOOK = "selmatch_table1"
 TITLE = "SelMatch Table 1: selection, distillation and both, at one protocol"
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "rows", "crossfit",
-           "PAPER_METHOD", "random_by_ratio"]
+           "PAPER_METHOD"]
 
 # our row -> the paper's Table 1 method name (reference/paper-numbers.csv)
 PAPER_METHOD = {"random": "Random", "window (paper β)": "Best window (sliding-window selection)",
@@ -160,15 +160,6 @@ def _updates_note(r) -> str:
     return "not distilled" if u is None else f"{u} updates per distilled image"
 
 
-def random_by_ratio(profile: Profile) -> dict:
-    """{ratio: [random-subset accuracies]} from the Fig. 3 sweep (empty when not comparable)."""
-    table, _, why = sc.fig3_rows(profile)
-    if why or table is None or not len(table):
-        return {}
-    return {r: _fig3_points(table, r)[0] for r in sc.scale_config(profile).ratios
-            if _fig3_points(table, r)[0]}
-
-
 def verdicts(loaded, profile: Profile | None = None) -> list:
     """Random accuracy rises with the ratio (the scale's precondition); per ratio SelMatch (paper
     α, β) against random, the window (paper β) and MTT; DATM against the same random images with
@@ -181,13 +172,7 @@ def verdicts(loaded, profile: Profile | None = None) -> list:
         profile = get_profile(next(iter(loaded.found.values())).profile)
     table, _ = rows(loaded, profile)
     by = {(r["ratio"], r["row"]): r["accuracies"] for r in table}
-    out = []
-    rnd = random_by_ratio(profile)
-    if len(rnd) >= 2:
-        xs = sorted(rnd)
-        out.append(V.trend(xs, [rnd[x] for x in xs], "random-subset accuracy rises with the "
-                           "subset ratio (the ratio axis means something)", direction="increasing",
-                           per="unit of subset ratio"))
+    out = [v for v in [sc.random_trend(profile)] if v is not None]
     for ratio in sc.scale_config(profile).ratios:
         sel = by.get((ratio, "SelMatch (paper α, β)"))
         for other in ("random", "window (paper β)", "MTT"):
