@@ -85,11 +85,15 @@ SCALE_MODELS = {
     # quick: the scale model (see the module docstring); 3 ratios x 6 α x 3 networks
     "quick": ScaleConfig(universe_per_class=500, test_per_class=None, ratios=(0.05, 0.1, 0.2),
                          alphas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0)),
-    # gpu (planned, not yet run): the same universe at width 128, twice the updates; the Fig. 3
-    # gpu sweep is on the full training set with ResNet-18, so its rows are not comparable
+    # gpu (planned, NOT yet run or timed: no GPU was lent while it was written): the quick scale
+    # model at the paper's width 128 and 10 experts. Estimate for one H200, to be measured: an
+    # iteration of 10 small-batch unroll steps is latency-bound (~30-50 ms), so 500 iterations
+    # take ~20 s per set, an evaluation network of 2,000 steps ~5 s: the α page (15 distillations,
+    # 54 networks, experts ~1 min) ~7-9 min, Table 1's own sets (7 distillations, 30 networks)
+    # ~4 min; one command per page. The Fig. 3 gpu sweep is on the full training set with
+    # ResNet-18, so Table 1 at gpu does not draw its rows (it says so).
     "gpu": ScaleConfig(universe_per_class=500, test_per_class=None, ratios=(0.05, 0.1, 0.2),
                        alphas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), width=128, n_experts=10,
-                       expert_epochs=50, max_start_epoch=40, iterations=1000,
                        fig3_comparable=False),
     # paper: the paper's experts, unroll and iterations on the full CIFAR-10 training set
     "paper": ScaleConfig(universe_per_class=CIFAR10_PER_CLASS, test_per_class=None,
