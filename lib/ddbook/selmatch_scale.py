@@ -39,7 +39,7 @@ from .results import StaleResultError, Timer, load_result, save_result
 __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "paper_setting",
            "alpha_plan", "table1_plan", "piece_config", "run_piece", "run_pieces", "load_pieces",
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
-           "calibrate", "fig3_rows", "fig3_compatible", "ALPHA_PAGE", "TABLE1_PAGE",
+           "calibrate", "fig3_rows", "fig3_compatible", "fig3_betas", "ALPHA_PAGE", "TABLE1_PAGE",
            "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
 
 ALPHA_PAGE, TABLE1_PAGE = "selmatch_alpha", "selmatch_table1"
@@ -484,6 +484,13 @@ def fig3_rows(profile: Profile):
     except StaleResultError as e:
         return None, [], f"the Fig. 3 sweep at {profile.name} is stale: {e}"
     return table, missing, None
+
+
+def fig3_betas(profile: Profile, ratio: float) -> list[float]:
+    """The window starts β the Fig. 3 sweep at ``profile`` runs at ``ratio`` (its grid)."""
+    fig3 = _fig3()
+    return sorted({b for r, b, _ in fig3.sweep_points(fig3.sweep_config(profile.name))
+                   if b is not None and math.isclose(r, ratio)})
 
 
 def random_by_ratio(profile: Profile) -> dict:

@@ -125,6 +125,9 @@ def rows(loaded, profile: Profile) -> tuple[list[dict], list[str]]:
             if pb is not None:
                 out.append(_row(ratio, "window (paper β)", "Fig. 3 sweep (DSA)", by_beta[pb],
                                 losses.get(pb, []), f"β = {ps['beta']}"))
+            elif any(math.isclose(b, ps["beta"]) for b in sc.fig3_betas(profile, ratio)):
+                notes.append(f"{ratio:.0%}: the Fig. 3 sweep's window at the paper's β "
+                             f"{ps['beta']} is not finished yet")
             else:
                 notes.append(f"{ratio:.0%}: the paper's β {ps['beta']} is not on the Fig. 3 "
                              f"grid at {profile.name}")
