@@ -39,11 +39,15 @@ from .results import StaleResultError, Timer, load_result, save_result
 __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "paper_setting",
            "alpha_plan", "table1_plan", "piece_config", "run_piece", "run_pieces", "load_pieces",
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
-           "calibrate", "fig3_rows", "fig3_compatible", "fig3_betas", "ALPHA_PAGE", "TABLE1_PAGE",
+           "calibrate", "correct_mixed", "fig3_rows", "fig3_compatible", "fig3_betas", "ALPHA_PAGE", "TABLE1_PAGE",
            "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
 
 ALPHA_PAGE, TABLE1_PAGE = "selmatch_alpha", "selmatch_table1"
 CIFAR10_PER_CLASS = 5000        # the paper's N_c: subset ratio r is IPC = r * 5000 there
+
+# how initial sets are made (bump when that code changes, so older results read as stale);
+# 2: DATM's correct-image init and soft labels from BN experts in shuffled (all-class) chunks
+INIT_VERSION = 2
 
 Loaded = namedtuple("Loaded", ["found", "missing", "stale"])
 
@@ -233,6 +237,7 @@ def piece_config(profile: Profile, piece: Piece) -> dict:
     scale = scale_config(profile)
     n = 10 * ipc_of(scale, piece.ratio)
     return {"scale": asdict(scale), "piece": asdict(piece), "ipc": ipc_of(scale, piece.ratio),
+            "init_version": INIT_VERSION,
             "experts": asdict(expert_config(scale)),
             "match": asdict(match_config(scale, piece)) if piece.distills else None,
             "loop": asdict(loop_config(scale)) if piece.distills else None,
@@ -303,11 +308,38 @@ def experts(scale: ScaleConfig, data, device=None, n: int | None = None):
 # one piece
 
 
+def _mixed(fn, images: torch.Tensor, gen: torch.Generator):
+    """``fn(images)`` evaluated in a random order and put back: BN experts normalise each chunk
+    of 256 images with its own batch statistics (``synset.expert_logits``), and a class-major
+    chunk would hold one or two classes; shuffled chunks hold every class."""
+    perm = torch.randperm(len(images), generator=gen)
+    inv = torch.argsort(perm)
+    return tuple(t[inv.to(t.device)] for t in fn(perm))
+
+
+def correct_mixed(x: torch.Tensor, y: torch.Tensor, ipc: int, buffer, gen: torch.Generator):
+    """DATM's initialisation (images the expert classifies correctly, papers.md §3.2) for BN
+    experts: expert 0's last snapshot predicts every image in shuffled chunks; per class, the
+    first ``ipc`` correct images of a random order, topped up (and counted) with misclassified
+    ones when a class runs short. Returns (class-major indices, number topped up)."""
+    from .synset import expert_logits
+    e0 = buffer.experts()[0]
+    pred, = _mixed(lambda perm: (expert_logits(buffer, e0, x[perm]).argmax(1).cpu(),), x, gen)
+    picks, filled = [], 0
+    for c in range(int(y.max()) + 1):
+        idx = torch.nonzero(y.cpu() == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        ok = pred[idx] == c
+        chosen = torch.cat([idx[ok], idx[~ok]])[:ipc]
+        filled += max(0, ipc - int(ok.sum()))
+        picks.append(chosen)
+    return torch.cat(picks), filled
+
+
 def initial_set(scale: ScaleConfig, piece: Piece, data, buffer):
     """The set a piece starts from, and a record of how it was made."""
     from .selection import partition_window
-    from .synset import (correct_indices, expert_soft_labels, from_indices, make_synset,
-                         per_class_random)
+    from .synset import expert_soft_labels, from_indices, make_synset, per_class_random
 
     ds, train, scores, x, y, _, _ = data
     ipc = ipc_of(scale, piece.ratio)
@@ -322,13 +354,15 @@ def initial_set(scale: ScaleConfig, piece: Piece, data, buffer):
         idx = per_class_random(y, ipc, gen, ds.num_classes)
         synset = from_indices(x, y, idx, None, scale.syn_lr)
     elif piece.method == "datm":
-        idx, info["filled_with_misclassified"] = correct_indices(x, y, ipc, buffer, gen)
+        idx, info["filled_with_misclassified"] = correct_mixed(x, y, ipc, buffer, gen)
         synset = from_indices(x, y, idx, None, scale.syn_lr)
     else:
         raise ValueError(f"unknown method {piece.method!r}; use selmatch, mtt, datm or "
                          f"soft-random")
     if piece.method in ("datm", "soft-random"):   # DATM's soft labels: correct experts' logits
-        logits, count = expert_soft_labels(buffer, synset.images, synset.classes, True)
+        images, classes = synset.images, synset.classes
+        logits, count = _mixed(lambda perm: expert_soft_labels(buffer, images[perm],
+                                                               classes[perm], True), images, gen)
         info["images_no_expert_classifies"] = int((count == 0).sum())
         synset = make_synset(synset.images, logits, synset.classes, synset.is_selected,
                              synset.syn_lr, synset.meta)
