@@ -21,6 +21,7 @@ shared by both pages.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections import namedtuple
@@ -384,7 +385,7 @@ def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=Non
 
     scale = scale_config(profile)
     device = torch.device(device) if device is not None else default_device()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     data = data or universe(scale)
     buffer = buffer or experts(scale, data, device)
     synset, info = initial_set(scale, piece, data, buffer)
@@ -424,6 +425,7 @@ def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=Non
                train_loss=list(ev.train_loss), n_test=int(ev.correct.shape[1]),
                eval_wall_s=ev.wall_time_s,
                seconds_per_eval_network=ev.wall_time_s / len(ev.accuracies))
+    out.update(cpu_s=time.process_time() - c0, load_average=os.getloadavg())
     arrays = pack_correct(ev.correct)
     if loss is not None:
         arrays["distill_loss"] = loss
@@ -562,22 +564,27 @@ def _calibration(profile: Profile):
 
 
 def planned_cost(profile: Profile) -> list[dict] | None:
-    """Per ratio, the cost of one piece from the measured calibration at ``profile`` (seconds per
-    image-step of the unroll, seconds per evaluation network at 5 %): distillation and evaluation
-    minutes, and the plan's total process-hours; None without a calibration."""
+    """Per ratio, the cost of one piece from the measured calibration at ``profile`` (CPU seconds
+    per image-step of the unroll and per evaluation network at the smallest ratio; wall seconds
+    for an older calibration that has no CPU time): distillation and evaluation minutes, and the
+    plan's process-hours; None without a calibration."""
     cal = _calibration(profile)
     if cal is None:
         return None
     scale, d = scale_config(profile), cal.data
+    cpu = "cpu_seconds_per_image_step" in d      # process CPU time: immune to a shared machine
+    step = d["cpu_seconds_per_image_step" if cpu else "seconds_per_image_step"]
+    net = d["cpu_seconds_per_eval_network" if cpu else "seconds_per_eval_network"]
     rows = []
     for r in scale.ratios:
         n = 10 * ipc_of(scale, r)
-        distill_min = d["seconds_per_image_step"] * n * scale.iterations / 60
-        eval_min = d["seconds_per_eval_network"] * scale.eval_runs / 60
+        distill_min = step * n * scale.iterations / 60
+        eval_min = net * scale.eval_runs / 60
         count = sum(math.isclose(p.ratio, r) for p in alpha_plan(profile) + table1_plan(profile)
                     if p.distills)
         evals = sum(math.isclose(p.ratio, r) for p in alpha_plan(profile) + table1_plan(profile))
-        rows.append({"ratio": r, "n_images": n, "distillation_min": distill_min,
+        rows.append({"ratio": r, "n_images": n, "measured_as": "CPU time" if cpu else
+                     "wall time (shared machine: an upper bound)", "distillation_min": distill_min,
                      "evaluation_min": eval_min, "distillations": count, "evaluated_sets": evals,
                      "ratio_hours": (count * distill_min + evals * eval_min) / 60})
     return rows
@@ -586,6 +593,7 @@ def planned_cost(profile: Profile) -> list[dict] | None:
 def measured_cost(loaded) -> list[dict]:
     """Per piece found: wall time (provenance), distillation and evaluation seconds, updates."""
     return [{"piece": n, "wall_min": r.provenance["wall_time_s"] / 60,
+             "cpu_min": r.data["cpu_s"] / 60 if "cpu_s" in r.data else None,
              "distill_min": r.data.get("distill_wall_s", 0.0) / 60,
              "eval_min": r.data["eval_wall_s"] / 60,
              "s_per_iteration": r.data.get("seconds_per_iteration_median"),
@@ -624,14 +632,21 @@ def calibrate(profile: Profile, ratio: float | None = None, iterations: int = 3,
                   paper_setting(ratio)["beta"])
     synset, _ = initial_set(scale, piece, data, buffer)
     match = match_config(scale, piece)
+    c0 = time.process_time()
     res = distill(synset, buffer, match, replace(loop_config(scale), iterations=iterations),
                   device=device)
+    c1 = time.process_time()
     sec = statistics.median(res.history["seconds"])
     one = replace(eval_config(scale, len(synset)), runs=1)
     ev = evaluate_selmatch(synset.images, synset.labels, data[5], data[6], synset.is_selected,
                            config=one, num_classes=10, device=device)
+    c2 = time.process_time()
     infos = [buffer.info(i) for i in buffer.experts()]
     out = {"ratio": ratio, "n_images": len(synset), "seconds_per_iteration": sec,
+           "cpu_seconds_per_iteration": (c1 - c0) / iterations,
+           "cpu_seconds_per_image_step": (c1 - c0) / iterations / (match.syn_steps *
+                                                                   match.batch_syn),
+           "cpu_seconds_per_eval_network": c2 - c1, "load_average": os.getloadavg(),
            "seconds_per_image_step": sec / (match.syn_steps * match.batch_syn),
            "distill_losses": res.history["loss"],
            "seconds_per_eval_network": ev.wall_time_s, "eval_accuracy_initial_set": ev.mean,
