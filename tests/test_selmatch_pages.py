@@ -172,3 +172,10 @@ def test_verdicts_of_the_control(tiny, cifar10):
         **fake["r0.10_a1.0"].data, "accuracies": [0.42, 0.40, 0.41]})})
     assert selmatch_alpha.control(sc.Loaded(same, [], {})).outcome == V.INCONCLUSIVE
     assert all(isinstance(v, V.Verdict) for v in selmatch_alpha.verdicts(loaded))
+
+
+def test_cli_names_the_pieces_when_only_matches_none(capsys):
+    from ddbook.__main__ import main
+    assert main(["reproduce", "selmatch-table1", "--profile", "ci", "--only", "zzz"]) == 2
+    err = capsys.readouterr().err
+    assert "r0.10_mtt" in err and "r0.30_datm" in err
