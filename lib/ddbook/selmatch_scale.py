@@ -148,6 +148,11 @@ class Piece:
     def distills(self) -> bool:
         return self.method in ("mtt", "datm") or (self.method == "selmatch" and self.alpha > 0)
 
+    @property
+    def needs_experts(self) -> bool:
+        """Distillation, DATM's correct-image init and soft labels read the expert buffer."""
+        return self.distills or self.method in ("datm", "soft-random")
+
 
 def alpha_plan(profile: Profile) -> list[Piece]:
     """Fig. 4a: every ratio x every α of the grid, at the paper's β for that ratio."""
@@ -387,7 +392,8 @@ def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=Non
     device = torch.device(device) if device is not None else default_device()
     t0, c0 = time.perf_counter(), time.process_time()
     data = data or universe(scale)
-    buffer = buffer or experts(scale, data, device)
+    if buffer is None and piece.needs_experts:
+        buffer = experts(scale, data, device)
     synset, info = initial_set(scale, piece, data, buffer)
     out = {"piece": piece.name, "page": piece.page, "method": piece.method, "ratio": piece.ratio,
            "ipc": ipc_of(scale, piece.ratio), "alpha": piece.alpha, "beta": piece.beta,
@@ -460,11 +466,12 @@ def run_pieces(profile: Profile, pieces: list[Piece], device=None, only: str | N
         return []
     scale = scale_config(profile)
     data = universe(scale)
-    buffer = experts(scale, data, device)
-    written = []
-    for p in todo:
+    buffer, written = None, []
+    for p in sorted(todo, key=lambda p: p.needs_experts):   # sets without experts first
         if _load(profile, p)[0] is not None:      # finished by another process meanwhile
             continue
+        if buffer is None and p.needs_experts:
+            buffer = experts(scale, data, device)
         written.append(run_piece(profile, p, data, buffer, device))
     return written
 
