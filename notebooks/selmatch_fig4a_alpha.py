@@ -191,7 +191,8 @@ V.render(verdict_list)
 # What differs from the paper, and why:
 #
 # - **dataset and figure**: CIFAR-10 at the CIFAR-10 scripts' ratios (5 / 10 / 20 %), not the
-#   paper's CIFAR-100 figure; 30 % is left out for cost (it would double the plan);
+#   paper's CIFAR-100 figure; 30 % is left out for cost (1,500 images per set: it would nearly
+#   double the plan);
 # - **the scale model**: a 500-per-class universe instead of 5,000, the full test set; windows
 #   start at $\lfloor\beta\cdot 500\rfloor$ with the paper's $\beta$ per ratio;
 # - **experts**: 8 of 40 epochs of a width-32 ConvNet-BN, trained without augmentation as
