@@ -31,7 +31,7 @@ from .train import check_labels, correct, default_device, progress, train_epoch
 
 __all__ = ["MTTEvalConfig", "SelMatchEvalConfig", "EvalResult", "evaluate_mtt",
            "evaluate_selmatch", "mtt_schedule", "mtt_optimizer", "selmatch_optimizer", "subset_ratio",
-           "selmatch_epochs"]
+           "selmatch_epochs", "pack_correct", "unpack_correct", "load_correct"]
 
 DATA_SEED_OFFSET = 2**32  # run i: init seed + i, data generator seed + i + this
 EVAL_POINT = "final epoch (no selection over checkpoints)"
@@ -101,11 +101,50 @@ class EvalResult:
         return float(np.std(self.accuracies))
 
     def to_dict(self) -> dict:
-        """JSON-able summary (without ``correct`` and ``lrs``) for ``results.save_result``."""
+        """JSON-able summary for ``results.save_result``, without ``lrs`` and without the
+        per-example ``correct`` matrix: that goes beside the JSON, compactly, as
+        ``save_result(..., arrays=result.correct_arrays())`` (read back by :func:`load_correct`);
+        ``n_test`` is kept here so the bits can be unpacked."""
         keys = ("protocol", "network", "accuracies", "epochs", "steps", "eval_point", "lr",
                 "schedule", "seeds", "train_loss", "config", "wall_time_s")
         return {"mean": self.mean, "std": self.std, "runs": len(self.accuracies),
-                **{k: getattr(self, k) for k in keys}}
+                "n_test": int(self.correct.shape[1]), **{k: getattr(self, k) for k in keys}}
+
+    def correct_arrays(self) -> dict:
+        """``{"correct_bits", "n_test"}``: :func:`pack_correct` of the per-example correctness."""
+        return pack_correct(self.correct)
+
+
+def pack_correct(correct: np.ndarray) -> dict:
+    """(k, N) bool correctness -> ``{"correct_bits": (k, ceil(N/8)) uint8, "n_test": N}`` (np.packbits
+    along the test examples, in test-set order): 1/8 of a byte per example and network."""
+    correct = np.asarray(correct, dtype=bool)
+    if correct.ndim != 2:
+        raise ValueError(f"correct must be (networks, test examples) bool, got shape {correct.shape}")
+    return {"correct_bits": np.packbits(correct, axis=1), "n_test": np.int64(correct.shape[1])}
+
+
+def unpack_correct(bits: np.ndarray, n_test: int) -> np.ndarray:
+    """The inverse of :func:`pack_correct`: (k, n_test) bool; a 1-D ``bits`` (one network) gives
+    (1, n_test)."""
+    bits = np.asarray(bits, dtype=np.uint8)
+    bits = bits[None] if bits.ndim == 1 else bits
+    if bits.shape[1] != (n_test + 7) // 8:
+        raise ValueError(f"{bits.shape[1]} bytes per network cannot hold {n_test} examples")
+    return np.unpackbits(bits, axis=1, count=int(n_test)).astype(bool)
+
+
+def load_correct(result) -> np.ndarray:
+    """(k, n_test) bool per-example correctness saved with a ``results.Result`` (its .npz holds
+    ``correct_bits``; ``n_test`` is in the arrays or the data). A clear error when it was not saved."""
+    arrays = result.arrays or {}
+    if "correct_bits" not in arrays:
+        raise KeyError(f"{result.path} holds no per-example correctness (correct_bits); rerun it "
+                       f"with this version of ddbook")
+    n = arrays.get("n_test", result.data.get("n_test"))
+    if n is None:
+        raise KeyError(f"{result.path}: n_test is missing, so its correct_bits cannot be unpacked")
+    return unpack_correct(arrays["correct_bits"], int(n))
 
 
 def subset_ratio(ipc: int, train_labels: torch.Tensor) -> float:

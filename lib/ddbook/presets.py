@@ -7,7 +7,10 @@ Presets (``PRESETS``, names ``<method>-<dataset>-ipc<IPC>``) each cite their sou
 - ``selmatch-*``: SelMatch ``scripts/distill/*.sh`` plus ``distill.py`` defaults (§4.3, §4.4).
 
 A profile (``ddbook.profiles``: ci, quick, gpu, paper) rescales a preset: its width, experts,
-iterations, data and evaluation runs come from the profile, plus the caps in ``SCALES`` below.
+iterations, data and evaluation runs come from the profile, plus the caps in ``SCALES`` below
+(except for the methods ``UNCAPPED`` lists at that profile: SelMatch at ``gpu`` keeps its own IPC
+and evaluation length). Every change a profile makes is listed by :func:`reductions`, recorded in
+the results of ``run_preset`` and printable with :func:`describe_reductions`: never silent.
 Start epochs are scaled with the experts' length so that "early" and "late" segments keep their
 meaning (DATM's point); expansion_end is scaled with the iterations. ``paper`` changes nothing.
 Tiny ImageNet and the ImageNet subsets are listed as data; ``ddbook.data`` cannot load them yet.
@@ -27,8 +30,9 @@ from .experts import ExpertConfig
 from .matching import LoopConfig, MatchConfig
 from .profiles import get_profile
 
-__all__ = ["Preset", "PRESETS", "Scale", "SCALES", "get_preset", "scaled", "preset_names",
-           "with_overrides", "resolve", "run_config", "run_preset", "preset_hash"]
+__all__ = ["Preset", "PRESETS", "Scale", "SCALES", "UNCAPPED", "get_preset", "scaled",
+           "preset_names", "with_overrides", "resolve", "run_config", "run_preset", "preset_hash",
+           "reductions", "describe_reductions"]
 
 SELMATCH_EVAL_AT = (0, 500, 1000, 2500, 5000, 7500, 10000)  # SelMatch distill.py eval iterations
 
@@ -225,6 +229,11 @@ SCALES = {
 }
 
 
+# methods whose IPC and evaluation length a profile's caps do not touch (issue 14: a SelMatch
+# preset at gpu runs at its own IPC, 250-1500 on CIFAR-10, and its protocol's evaluation epochs)
+UNCAPPED = {"ci": (), "quick": (), "gpu": ("selmatch",), "paper": ("mtt", "datm", "selmatch")}
+
+
 def preset_names(method: str | None = None) -> list[str]:
     return [n for n, p in PRESETS.items() if method is None or p.method == method]
 
@@ -269,6 +278,7 @@ def scaled(preset: Preset, profile: str) -> Preset:
     match = replace(m, syn_steps=_cap(m.syn_steps, cap.max_syn_steps),
                     batch_syn=_cap(m.batch_syn or cap.max_batch_syn, cap.max_batch_syn),
                     expansion_end=expansion, **_scaled_starts(m, experts.epochs, ex.epochs))
+    capped = preset.method not in UNCAPPED[profile]
     frac = iterations / preset.loop.iterations
     eval_at = tuple(sorted({min(iterations, round(i * frac)) for i in preset.loop.eval_at}))
     every = preset.loop.eval_every and max(1, round(preset.loop.eval_every * frac))
@@ -278,10 +288,47 @@ def scaled(preset: Preset, profile: str) -> Preset:
                    checkpoint_every=max(1, min(preset.loop.checkpoint_every, iterations // 4 or 1)))
     eval_network = experts.network if cap.eval_on_student else preset.eval_network
     return replace(preset, experts=experts, n_experts=min(preset.n_experts, prof.n_experts),
-                   match=match, loop=loop, ipc=_cap(preset.ipc, cap.max_ipc),
+                   match=match, loop=loop,
+                   ipc=_cap(preset.ipc, cap.max_ipc) if capped else preset.ipc,
                    zca=preset.zca if cap.zca is None else cap.zca, eval_network=eval_network,
-                   eval_runs=prof.eval_runs, eval_epochs=cap.eval_epochs or preset.eval_epochs,
+                   eval_runs=prof.eval_runs,
+                   eval_epochs=(cap.eval_epochs or preset.eval_epochs) if capped
+                   else preset.eval_epochs,
                    train_per_class=prof.train_per_class, test_per_class=prof.test_per_class)
+
+
+_REDUCIBLE = {  # setting -> how to read it from a Preset
+    "ipc": lambda p: p.ipc, "eval_epochs": lambda p: p.eval_epochs,
+    "eval_runs": lambda p: p.eval_runs, "eval_network": lambda p: p.eval_network,
+    "n_experts": lambda p: p.n_experts, "experts.epochs": lambda p: p.experts.epochs,
+    "experts.width": lambda p: p.experts.width, "match.syn_steps": lambda p: p.match.syn_steps,
+    "match.batch_syn": lambda p: p.match.batch_syn,
+    "match.max_start_epoch": lambda p: p.match.max_start_epoch,
+    "match.min_start_epoch": lambda p: p.match.min_start_epoch,
+    "loop.iterations": lambda p: p.loop.iterations, "zca": lambda p: p.zca,
+    "train_per_class": lambda p: p.train_per_class, "test_per_class": lambda p: p.test_per_class,
+}
+
+
+def reductions(preset: Preset, profile: str, overrides: dict | None = None) -> list[dict]:
+    """Every setting in which ``resolve(preset, profile, overrides)`` differs from the preset's
+    own value: ``{"setting", "preset", "run", "by"}`` with ``by`` "profile <name>" or "override".
+    ``run_preset`` records this list with its results, so no cap is ever applied silently."""
+    base = get_preset(preset) if isinstance(preset, str) else preset
+    by_profile, final = scaled(base, profile), resolve(base, profile, overrides)
+    out = []
+    for key, read in _REDUCIBLE.items():
+        if read(final) != read(base):
+            by = "override" if read(final) != read(by_profile) else f"profile {profile}"
+            out.append({"setting": key, "preset": read(base), "run": read(final), "by": by})
+    return out
+
+
+def describe_reductions(preset: Preset | str, profile: str, overrides: dict | None = None
+                        ) -> list[str]:
+    """:func:`reductions` as lines for a page: "ipc: 250 -> 50 (profile quick)"."""
+    return [f"{r['setting']}: {r['preset']} -> {r['run']} ({r['by']})"
+            for r in reductions(preset, profile, overrides)]
 
 
 def with_overrides(preset: Preset, overrides: dict) -> Preset:
@@ -567,6 +614,7 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
         result = distill(synset, buffer, preset.match, preset.loop, evaluate=evaluate,
                          folder=folder, device=device, stop_after=stop_after)
         summary = _summary(preset, result, info, folder)
+        summary["reductions"] = reductions(name, profile, overrides)
         if baseline_lr is not None:
             base = evaluate(replace(synset, syn_lr=float(baseline_lr)))
             summary["baseline"] = {**base.to_dict(), "label": f"the initial real images, "

@@ -1,0 +1,190 @@
+"""SelMatch Table 1 at the scale model: every row evaluated by one protocol, per subset ratio.
+
+Rows (per ratio of :mod:`ddbook.selmatch_scale`):
+
+- **random** and **window selection** (the paper's β, and our best β cross-fitted over runs): the
+  Fig. 3 sweep's networks at this profile (same universe, network, steps and lr; real images only,
+  so DSA as in SelMatch's sliding-window scripts), reused, never recomputed here;
+- **MTT**: random real initialisation, every image distilled, hard labels;
+- **DATM**: images the experts classify correctly, every image distilled, with DATM's soft labels
+  (the correct experts' mean logits) learned, DATM's late start range and loss threshold;
+- **random real + DATM's soft labels** (the fairness row): the same random images as MTT, not
+  distilled, given DATM's label treatment; how much of DATM's gain its labels make;
+- **SelMatch**: at the paper's α and β for the ratio, and at our best α (cross-fitted over
+  evaluation networks) from the α page, whose pieces this page reads.
+
+MTT and DATM share SelMatch's experts (ConvNet-BN, no augmentation), unroll and iteration count
+here, so the rows differ only in what the methods differ in: initialisation, which part is
+updated, and labels.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..profiles import Profile
+from .. import selmatch_scale as sc
+from . import selmatch_fig4a_alpha as selmatch_alpha
+
+NAME = "selmatch-table1"
+NOTEBOOK = "selmatch_table1"
+TITLE = "SelMatch Table 1: selection, distillation and both, at one protocol"
+
+__all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "rows", "crossfit",
+           "PAPER_METHOD"]
+
+# our row -> the paper's Table 1 method name (reference/paper-numbers.csv)
+PAPER_METHOD = {"random": "Random", "window (paper β)": "Best window (sliding-window selection)",
+                "MTT": "MTT", "DATM": "DATM", "SelMatch (paper α, β)": "SelMatch"}
+
+
+def plan(profile: Profile) -> list:
+    """This page's own pieces (MTT, DATM, the fairness row, SelMatch at the paper's α where the α
+    page does not hold it). It also draws the α page's pieces and the Fig. 3 sweep."""
+    return sc.table1_plan(profile)
+
+
+def run(profile: Profile, device=None, only=None) -> list:
+    return sc.run_pieces(profile, plan(profile), device, only)
+
+
+def load(profile: Profile) -> sc.Loaded:
+    """The pieces this page draws: its own and the α page's (SelMatch rows)."""
+    return sc.load_pieces(profile, plan(profile) + selmatch_alpha.plan(profile))
+
+
+def crossfit(points: dict) -> tuple[list, list]:
+    """(held-out scores, picks): for each run r, the key with the best mean over the other runs,
+    scored on run r (``points[key][r]``; keys with fewer runs than the most are left out)."""
+    if not points:
+        return [], []
+    n = max(len(v) for v in points.values())
+    keys = sorted(k for k, v in points.items() if len(v) == n)
+    vals = np.array([points[k] for k in keys], dtype=float)       # (k, R)
+    if n < 2:
+        return [], []
+    held, picks = [], []
+    for r in range(n):
+        pick = int(np.argmax(np.delete(vals, r, axis=1).mean(axis=1)))
+        picks.append(keys[pick])
+        held.append(float(vals[pick, r]))
+    return held, picks
+
+
+def _fig3_points(table, ratio: float) -> tuple[list, dict, dict]:
+    """(random runs, {β: runs}, {β or None: train losses}) of the Fig. 3 sweep at ``ratio``."""
+    t = table[np.isclose(table["ratio"], ratio)]
+    rnd = t[t["beta"].isna()].sort_values("run")
+    win = t[t["beta"].notna()]
+    by_beta = {float(b): list(g.sort_values("run")["accuracy"]) for b, g in win.groupby("beta")}
+    losses = {None: list(rnd["train_loss"])} if "train_loss" in t else {}
+    if "train_loss" in t:
+        losses.update({float(b): list(g["train_loss"]) for b, g in win.groupby("beta")})
+    return list(rnd["accuracy"]), by_beta, losses
+
+
+def _paper(ratio: float, row: str):
+    from ..reference import paper_numbers
+    method = PAPER_METHOD.get(row)
+    if method is None:
+        return None
+    found = paper_numbers(paper="SelMatch", where="Table 1", dataset="CIFAR-10",
+                          subset_ratio=f"{round(100 * ratio)}%", method=method)
+    return found[0] if found else None
+
+
+def _row(ratio, label, source, accs, losses, note=""):
+    p = _paper(ratio, label)
+    return {"ratio": ratio, "row": label, "source": source, "accuracies": list(accs),
+            "mean": float(np.mean(accs)) if len(accs) else math.nan,
+            "std": float(np.std(accs)) if len(accs) else math.nan, "n": len(accs),
+            "max_train_loss": float(np.max(losses)) if len(losses) else math.nan,
+            "paper_mean": None if p is None else p["mean"],
+            "paper_std": None if p is None else p["std"],
+            "paper_confidence": None if p is None else p["confidence"], "note": note}
+
+
+def rows(loaded, profile: Profile) -> tuple[list[dict], list[str]]:
+    """(one dict per table row, notes on what is missing or not comparable)."""
+    notes = []
+    fig3, fig3_missing, why = sc.fig3_rows(profile)
+    if why:
+        notes.append(f"random and window rows not drawn: {why}")
+    elif fig3_missing:
+        notes.append(f"the Fig. 3 sweep at {profile.name} misses {len(fig3_missing)} points")
+    alpha_t = selmatch_alpha.alpha_table(loaded)
+    out = []
+    for ratio in sc.scale_config(profile).ratios:
+        ps = sc.paper_setting(ratio)
+        if fig3 is not None and len(fig3):
+            rnd, by_beta, losses = _fig3_points(fig3, ratio)
+            if rnd:
+                out.append(_row(ratio, "random", "Fig. 3 sweep (DSA)", rnd, losses.get(None, [])))
+            pb = next((b for b in by_beta if math.isclose(b, ps["beta"])), None)
+            if pb is not None:
+                out.append(_row(ratio, "window (paper β)", "Fig. 3 sweep (DSA)", by_beta[pb],
+                                losses.get(pb, []), f"β = {ps['beta']}"))
+            elif any(math.isclose(b, ps["beta"]) for b in sc.fig3_betas(profile, ratio)):
+                notes.append(f"{ratio:.0%}: the Fig. 3 sweep's window at the paper's β "
+                             f"{ps['beta']} is not finished yet")
+            else:
+                notes.append(f"{ratio:.0%}: the paper's β {ps['beta']} is not on the Fig. 3 "
+                             f"grid at {profile.name}")
+            held, picks = crossfit(by_beta)
+            if held:
+                out.append(_row(ratio, "window (best β, cross-fitted)", "Fig. 3 sweep (DSA)",
+                                held, [], "picks per held-out run: " + ", ".join(
+                                    f"{p:.1f}" for p in picks)))
+        for label, suffix, source in (("MTT", "mtt", "this page"), ("DATM", "datm", "this page"),
+                                      ("random real + DATM soft labels", "random-softlabels",
+                                       "this page")):
+            r = loaded.found.get(f"r{ratio:.2f}_{suffix}")
+            if r is not None:
+                out.append(_row(ratio, label, source, r.data["accuracies"], r.data["train_loss"],
+                                _updates_note(r)))
+        sp = sc.paper_alpha_piece(profile, ratio)
+        r = loaded.found.get(sp.name)
+        if r is not None:
+            out.append(_row(ratio, "SelMatch (paper α, β)", "α page" if sp.page == sc.ALPHA_PAGE
+                            else "this page", r.data["accuracies"], r.data["train_loss"],
+                            f"α = {ps['alpha']}, β = {ps['beta']}; " + _updates_note(r)))
+        t = {a: v for a, v in alpha_t.get(ratio, {}).items() if a > 0}
+        held, picks = crossfit(t)
+        if held:
+            out.append(_row(ratio, "SelMatch (best α, cross-fitted)", "α page", held, [],
+                            "picks per held-out network: " + ", ".join(f"{p:.1f}" for p in picks)
+                            + f"; β = {ps['beta']}"))
+    return out, notes
+
+
+def _updates_note(r) -> str:
+    u = r.data.get("updates_per_distilled_image")
+    return "not distilled" if u is None else f"{u} updates per distilled image"
+
+
+def verdicts(loaded, profile: Profile | None = None) -> list:
+    """Random accuracy rises with the ratio (the scale's precondition); per ratio SelMatch (paper
+    α, β) against random, the window (paper β) and MTT; DATM against the same random images with
+    DATM's soft labels (what distillation adds to DATM's labels)."""
+    from .. import verdicts as V
+    from ..profiles import get_profile
+    if profile is None:
+        if not loaded.found:
+            return []
+        profile = get_profile(next(iter(loaded.found.values())).profile)
+    table, _ = rows(loaded, profile)
+    by = {(r["ratio"], r["row"]): r["accuracies"] for r in table}
+    out = [v for v in [sc.random_trend(profile)] if v is not None]
+    for ratio in sc.scale_config(profile).ratios:
+        sel = by.get((ratio, "SelMatch (paper α, β)"))
+        for other in ("random", "window (paper β)", "MTT"):
+            b = by.get((ratio, other))
+            if sel and b:
+                out.append(V.compare_means(sel, b, f"at {ratio:.0%}, SelMatch (paper α, β) beats "
+                                                   f"{other}"))
+        d, f = by.get((ratio, "DATM")), by.get((ratio, "random real + DATM soft labels"))
+        if d and f:
+            out.append(V.compare_means(d, f, f"at {ratio:.0%}, DATM's distillation adds to its soft "
+                                             f"labels (DATM beats random real + the same labels)"))
+    return out
