@@ -118,3 +118,33 @@ def test_ci_plan_runs_end_to_end(tmp_path, monkeypatch):
     assert fig.table(loaded)["dasm"][2] == loaded.found["dasm-ipc2"].data["accuracies"]
     monkeypatch.setitem(fig.SETTINGS, "ci", replace(fig.SETTINGS["ci"], seed=1))
     assert set(fig.load(ci).stale) == set(loaded.found), "a changed config must read as stale"
+
+
+def test_random_points_equal_the_fig3_sweeps_and_are_reused(tmp_path, monkeypatch, cifar10):
+    """Where the Fig. 3 sweep runs the same computation, its random points are read, not retrained;
+    computing the piece here gives the same accuracies (the claim that makes reuse honest)."""
+    from dataclasses import replace
+
+    from ddbook import window_sweep as ws
+    from ddbook.figures import dasm as fig
+    from ddbook.profiles import get_profile
+
+    monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path / "results"))
+    ci, sw = get_profile("ci"), ws.sweep_config("ci")
+    settings = replace(fig.SETTINGS["ci"], ipcs=(round(sw.ratios[0] * sw.train_per_class),),
+                       methods=("random",), universe=sw.train_per_class,
+                       test_per_class=sw.test_per_class, eval_width=sw.width,
+                       eval_steps=sw.steps, eval_runs=sw.runs)
+    monkeypatch.setitem(fig.SETTINGS, "ci", settings)
+    piece, = fig.plan(ci)
+    assert fig._sweep_random(piece.ipc, ci, settings) is None      # the sweep has not run
+    ws.run_point(cifar10, sw, "ci", sw.ratios[0], None, 0, device=CPU)
+    fig.run(ci, device=CPU)
+    got = fig.load(ci).found[piece.name]
+    assert "Fig. 3 sweep" in got.data["source"]
+    monkeypatch.setattr(fig, "_sweep_random", lambda *a: None)
+    path = fig.run_piece(piece, ci, CPU)
+    mine = fig.load(ci).found[piece.name]
+    assert mine.data["source"] == "computed here" and path.exists()
+    assert mine.data["accuracies"] == got.data["accuracies"]
+    assert np.array_equal(mine.arrays["correct_bits"], got.arrays["correct_bits"])

@@ -226,12 +226,15 @@ def run_piece(piece: Piece, profile, device=None, data=None):
     ds, train = data[0], data[1]
     with Timer() as timer:
         if piece.method == "random":
+            reused = _sweep_random(piece.ipc, profile, s)
+            if reused is not None:
+                return _save_reused(piece, profile, s, reused, timer)
             # one subset per run, drawn as the Fig. 3 sweep draws its random points
             evals = [_evaluate(normalize(train.images[idx], ds.mean, ds.std), train.labels[idx],
                                data, s, 1, s.seed + r, device)
                      for r in range(s.eval_runs)
                      for idx in [random_indices(train, piece.ipc, s.seed + 7919 * r + piece.ipc)]]
-            record, distill_s = {}, 0.0
+            record, distill_s = {"source": "computed here"}, 0.0
         else:
             with Timer() as dt:
                 x, labels, record = _distill(piece, s, data, profile, device)
@@ -250,6 +253,55 @@ def run_piece(piece: Piece, profile, device=None, data=None):
     arrays = {"correct_bits": np.packbits(correct.astype(bool), axis=1)}
     return save_result(f"{FOLDER}/{piece.name}", profile.name, out, piece.config,
                        [s.seed], timer.seconds, device, arrays=arrays)
+
+
+def _sweep_random(ipc: int, profile, s: Settings) -> list | None:
+    """The Fig. 3 sweep's random points at this IPC (its runs 0..eval_runs-1) when that sweep runs
+    exactly this computation (same universe, test set, protocol, seeds and draws) and all of them
+    are there and current; else None. They are the same networks, so they are not trained twice."""
+    from .. import window_sweep as ws
+    try:
+        cfg = ws.sweep_config(profile.name)
+    except ValueError:
+        return None
+    same = (cfg.network, cfg.width, cfg.steps, cfg.batch_size, cfg.lr, cfg.augment,
+            cfg.train_per_class, cfg.test_per_class, cfg.seed, cfg.runs >= s.eval_runs) == \
+        (s.eval_network, s.eval_width, s.eval_steps, s.eval_batch, s.eval_lr, s.eval_augment,
+         s.universe, s.test_per_class, s.seed, True)
+    ratios = [r for r in cfg.ratios if s.universe and round(r * s.universe) == ipc]
+    if not same or not ratios:
+        return None
+    found = []
+    for run in range(s.eval_runs):
+        name = ws._point_name(cfg, ratios[0], None, run)
+        try:
+            r = load_result(name, profile.name, ws._point_config(cfg, ratios[0], None, run),
+                            missing_ok=True)
+        except StaleResultError:
+            return None
+        if r is None:
+            return None
+        found.append((name, r))
+    return found
+
+
+def _save_reused(piece: Piece, profile, s: Settings, reused: list, timer):
+    accs = [r.data["accuracy"] for _, r in reused]
+    n_test = reused[0][1].data["n_test"]
+    bits = np.stack([np.packbits(np.unpackbits(r.arrays["correct_bits"])[:n_test].astype(bool))
+                     for _, r in reused])
+    out = {"method": "random", "ipc": piece.ipc, "accuracies": accs,
+           "mean": float(np.mean(accs)), "std": float(np.std(accs)), "runs": len(accs),
+           "train_images": reused[0][1].data["subset_size"], "epochs": reused[0][1].data["epochs"],
+           "steps": reused[0][1].data["steps"],
+           "train_loss": [r.data["train_loss"] for _, r in reused],
+           "eval_point": reused[0][1].data["eval_point"], "distill_seconds": 0.0,
+           "eval_seconds": sum(r.provenance["wall_time_s"] for _, r in reused), "n_test": n_test,
+           "source": "the Fig. 3 sweep's random points (the same computation): "
+                     + ", ".join(f"{profile.name}/{n} (git {r.provenance['sha'][:10]})"
+                                 for n, r in reused)}
+    return save_result(f"{FOLDER}/{piece.name}", profile.name, out, piece.config, [s.seed],
+                       timer.seconds, None, arrays={"correct_bits": bits})
 
 
 def _is_current(piece: Piece, profile) -> bool:
