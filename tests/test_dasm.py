@@ -116,6 +116,12 @@ def test_ci_plan_runs_end_to_end(tmp_path, monkeypatch):
         assert bits.shape == (len(acc), -(-r.data["n_test"] // 8))
         assert np.unpackbits(bits, axis=1)[:, :r.data["n_test"]].mean(1).tolist() == acc
     assert fig.table(loaded)["dasm"][2] == loaded.found["dasm-ipc2"].data["accuracies"]
+    n_test = loaded.found["gm-ipc2"].data["n_test"]
+    first = np.arange(n_test) < n_test // 2
+    groups = fig.group_accuracies(loaded, {"first": first, "all": np.ones(n_test, bool)})
+    assert groups["gm"][2]["all"] == loaded.found["gm-ipc2"].data["accuracies"]
+    assert groups["tm"][2]["first"] == \
+        fig.correctness(loaded.found["tm-ipc2"])[:, first].mean(1).tolist()
     monkeypatch.setitem(fig.SETTINGS, "ci", replace(fig.SETTINGS["ci"], seed=1))
     assert set(fig.load(ci).stale) == set(loaded.found), "a changed config must read as stale"
 

@@ -374,3 +374,25 @@ def verdicts(loaded: Loaded) -> list:
             ipc = both[-1]
             out.append(compare_means(t[a][ipc], t[b][ipc], f"{claim} (IPC {ipc})"))
     return out
+
+
+def correctness(result) -> np.ndarray:
+    """(runs, N_test) bool: whether each evaluation network got each test example right."""
+    n = result.data["n_test"]
+    return np.unpackbits(result.arrays["correct_bits"], axis=1)[:, :n].astype(bool)
+
+
+def group_accuracies(loaded: Loaded, groups: dict) -> dict:
+    """{method: {ipc: {group: [accuracy of each run on that group]}}} for test-set groups given as
+    bool masks (N_test,) in test-set order, e.g. the coverage page's easy and hard halves."""
+    out: dict = {}
+    for r in loaded.found.values():
+        right = correctness(r)
+        for g, mask in groups.items():
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (right.shape[1],):
+                raise ValueError(f"group {g!r} has {mask.shape} entries, the test set "
+                                 f"{right.shape[1]}: build the masks on the same test set")
+            out.setdefault(r.data["method"], {}).setdefault(r.data["ipc"], {})[g] = \
+                right[:, mask].mean(1).tolist()
+    return out
