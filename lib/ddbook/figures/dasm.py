@@ -25,7 +25,32 @@ message is known. Our version, at the scale of the SelMatch pages:
 Each (method, IPC) is one piece with its own results file ``results/<profile>/dasm_fig1/<piece>``;
 distillations checkpoint in ``<cache>/dasm_fig1/`` and resume.
 
-Plan and cost at ``quick`` (measured: see QUICK_COST below; nice'd, one thread per process).
+Plan and cost at ``quick``. Measured on this project's 2-core CPU, one thread per process, as
+process CPU seconds (what one process takes with a core to itself; the machine's load at the
+time, 12-16 on 2 cores, made wall times 4-8x longer):
+
+| step | measured | per piece at quick |
+| --- | --- | --- |
+| gradient matching, one outer iteration (10 rounds, n_data 512), IPC 10, factor 2 | 33 CPU-s | - |
+| the same at IPC 50 (128 decoded per class, the batch_syn_max cap; IPC 100 costs the same) | 72 CPU-s | - |
+| an evaluation network, 2,000 steps of 128 (ConvNet-BN w32, DSA: 131 ms/step) | 4.4 CPU-min | 13 min (3 networks) |
+| the DASM scoring network, 500 steps (ConvNet-IN w32: 127 ms/step) | 1.1 CPU-min | - |
+
+By interpolation (cost ~ 15 + 0.44 x decoded images per class CPU-s per outer iteration) IPC 25
+(100 decoded) costs ~60 s. The quick plan: IPC 25, 50, 100 (5, 10, 20 % of the 500-image
+universe, three of the Fig. 3 sweep's ratios, whose random points it reuses), 12 outer
+iterations of 10 rounds each (IDC: 2,000 of 100), 3 evaluation networks per point:
+
+| pieces | CPU minutes |
+| --- | --- |
+| gm-ipc25/50/100: 12 x (60 + 72 + 72) s | 41 |
+| dasm-ipc25/50/100: 12 x (37 + 60 + 72) s (segments of half the IPC) + 3 scorings | 37 |
+| tm-ipc25/50/100: experts and 200 iterations each (TM_COST below) | see TM_COST |
+| evaluation: 9 distilled points x 13 min; random: read from the Fig. 3 sweep | 117 |
+
+About 3.5-4 process-hours in all (3 pieces can run side by side: ``--only gm``, ``--only dasm``,
+``--only tm``). IPC 150 (the sweep's 30 %) would add ~80 minutes; it is left out.
+The ``gpu`` settings are planned, not measured.
 """
 from __future__ import annotations
 
@@ -80,9 +105,9 @@ SETTINGS = {
                    gm=replace(_gm(8, 1, 16), batch_real=8, net_batch=8), iterations=2,
                    dasm=DASMConfig(score=ScoreConfig(width=8, steps=4, batch_size=16)),
                    eval_width=8, eval_steps=4, eval_runs=1),
-    # quick: planned from the measured cost (QUICK_COST); IDC runs 2000 x 100 rounds, this 30 x 10
-    "quick": Settings(ipcs=(10, 25, 50, 100), universe=500, test_per_class=None,
-                      gm=_gm(32, 10, 512), iterations=30,
+    # quick: planned from the measured cost (module docstring); IDC runs 2000 x 100 rounds
+    "quick": Settings(ipcs=(25, 50, 100), universe=500, test_per_class=None,
+                      gm=_gm(32, 10, 512), iterations=12,
                       dasm=DASMConfig(score=ScoreConfig(width=32, steps=500))),
     # gpu: planned, not run: width 128 (IDC's), 200 x 20 rounds, the same universe and protocol
     "gpu": Settings(ipcs=(10, 25, 50, 100, 150), universe=500, test_per_class=None,
