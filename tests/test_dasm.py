@@ -154,3 +154,20 @@ def test_random_points_equal_the_fig3_sweeps_and_are_reused(tmp_path, monkeypatc
     assert mine.data["source"] == "computed here" and path.exists()
     assert mine.data["accuracies"] == got.data["accuracies"]
     assert np.array_equal(mine.arrays["correct_bits"], got.arrays["correct_bits"])
+
+
+def test_verdicts_read_the_table():
+    from collections import namedtuple
+
+    from ddbook.figures import dasm as fig
+
+    R = namedtuple("R", "data")
+    acc = {("gm", 10): [.50, .51, .52], ("gm", 50): [.60, .61, .62],
+           ("dasm", 10): [.51, .50, .52], ("dasm", 50): [.70, .72, .71],
+           ("tm", 50): [.61, .60, .62]}
+    found = {f"{m}-ipc{i}": R({"method": m, "ipc": i, "accuracies": a}) for (m, i), a in acc.items()}
+    v = fig.verdicts(fig.Loaded(found, [], {}))
+    assert [x.outcome for x in v] == ["supported", "supported", "inconclusive at this scale"], \
+        [(x.claim, x.outcome) for x in v]
+    assert "largest IPC (50)" in v[0].claim and "grows with IPC" in v[1].claim
+    assert fig.verdicts(fig.Loaded({}, [], {})) == []
