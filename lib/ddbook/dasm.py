@@ -29,6 +29,8 @@ Options and the reasons for their defaults (all ours):
   optimiser (SGD 0.01, momentum 0.9, weight decay 5e-4, lr × 0.2 at 2/3 and 5/6 of training) with
   DSA for ``steps`` steps of 128 — "a model trained on all previously distilled segments" in the
   family whose gradients are matched; per-example loss read in eval mode without augmentation.
+- each segment is initialised with real mosaics drawn from the real examples it is matched
+  against, and its image lr follows IDC's rule at the segment's size (``idc_lr_img``).
 - ``split_iterations`` True: the run's outer iterations are shared by the segments (in proportion
   to their sizes), so DASM and plain gradient matching cost about the same; False gives every
   segment the full count.
