@@ -35,6 +35,8 @@ time, 12-16 on 2 cores, made wall times 4-8x longer):
 | the same at IPC 50 (128 decoded per class, the batch_syn_max cap; IPC 100 costs the same) | 72 CPU-s | - |
 | an evaluation network, 2,000 steps of 128 (ConvNet-BN w32, DSA: 131 ms/step) | 4.4 CPU-min | 13 min (3 networks) |
 | the DASM scoring network, 500 steps (ConvNet-IN w32: 127 ms/step) | 1.1 CPU-min | - |
+| trajectory matching: one expert epoch on the universe (ConvNet-IN w32) | 5.4 CPU-s | - |
+| trajectory matching at IPC 50, one iteration (N = 10, batch_syn 100: the quick caps) | 3.9 CPU-s | 13 min (200) |
 
 By interpolation (cost ~ 15 + 0.44 x decoded images per class CPU-s per outer iteration) IPC 25
 (100 decoded) costs ~60 s. The quick plan: IPC 25, 50, 100 (5, 10, 20 % of the 500-image
@@ -45,10 +47,10 @@ iterations of 10 rounds each (IDC: 2,000 of 100), 3 evaluation networks per poin
 | --- | --- |
 | gm-ipc25/50/100: 12 x (60 + 72 + 72) s | 41 |
 | dasm-ipc25/50/100: 12 x (37 + 60 + 72) s (segments of half the IPC) + 3 scorings | 37 |
-| tm-ipc25/50/100: experts and 200 iterations each (TM_COST below) | see TM_COST |
+| tm-ipc25/50/100: 3 experts x 15 epochs once (4 min), 200 iterations each (13 min) | 43 |
 | evaluation: 9 distilled points x 13 min; random: read from the Fig. 3 sweep | 117 |
 
-About 3.5-4 process-hours in all (3 pieces can run side by side: ``--only gm``, ``--only dasm``,
+About 4 process-hours in all (238 CPU minutes) (3 pieces can run side by side: ``--only gm``, ``--only dasm``,
 ``--only tm``). IPC 150 (the sweep's 30 %) would add ~80 minutes; it is left out.
 The ``gpu`` settings are planned, not measured.
 """
