@@ -165,7 +165,8 @@ def test_verdicts_read_the_table():
     acc = {("gm", 10): [.50, .51, .52], ("gm", 50): [.60, .61, .62],
            ("dasm", 10): [.51, .50, .52], ("dasm", 50): [.70, .72, .71],
            ("tm", 50): [.61, .60, .62]}
-    found = {f"{m}-ipc{i}": R({"method": m, "ipc": i, "accuracies": a}) for (m, i), a in acc.items()}
+    found = {f"{m}-ipc{i}": R({"method": m, "ipc": i, "accuracies": a})
+             for (m, i), a in acc.items()}
     v = fig.verdicts(fig.Loaded(found, [], {}))
     assert [x.outcome for x in v] == ["supported", "supported", "inconclusive at this scale"], \
         [(x.claim, x.outcome) for x in v]

@@ -48,7 +48,7 @@ def test_matching_loss_gradient_matches_finite_differences(distance, factor, op)
 
 
 def test_fused_float32_path_agrees_with_float64_stock_modules():
-    """On the CPU, float32 ConvNets run a fused norm-ReLU-pool op; its double backward must agree."""
+    """On the CPU, float32 ConvNets run a fused norm-ReLU-pool op: its double backward agrees."""
     g = torch.Generator().manual_seed(2)
     real = torch.rand(8, 3, 8, 8, generator=g)
     syn = torch.rand(2, 3, 8, 8, generator=g)

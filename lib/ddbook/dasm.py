@@ -1,4 +1,5 @@
-"""DASM, the sequential difficulty-aligned driver on IDC gradient matching — OUR READING of a draft.
+"""DASM, the sequential difficulty-aligned driver on IDC gradient matching: OUR READING of a
+draft.
 
 Only the draft's abstract and introduction exist (papers.md §11): it splits the synthetic set into
 segments distilled one after another, easy to hard, each against a different part of the real
@@ -61,7 +62,7 @@ __all__ = ["ScoreConfig", "DASMConfig", "DASMResult", "segment_sizes", "select_h
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    """The scoring network trained on the union distilled so far (ours; see the module docstring)."""
+    """The scoring network trained on the union distilled so far (ours; module docstring)."""
     network: str = "ConvNet"          # the distillation family (ConvNet-3, instance norm)
     width: int | None = None          # ConvNet width (None: the name's default)
     depth: int | None = None
@@ -230,7 +231,7 @@ def distill_dasm(real_x: torch.Tensor, real_y: torch.Tensor, ipc: int,
 
 def _next_pool(images, labels, real_x, real_y, factor, mean, std, config: DASMConfig, k: int,
                num_classes: int, seg_dir: Path | None, device):
-    """(pool for segment k + 1, a record): score with a network on segments 0..k, keep the hardest."""
+    """(pool for segment k + 1, a record): score by a network on segments 0..k; the hardest."""
     path = None if seg_dir is None else seg_dir / "scores.pt"
     if path is not None and path.exists():
         losses = torch.load(path, map_location="cpu", weights_only=True)["losses"]

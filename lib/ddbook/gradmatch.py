@@ -112,13 +112,13 @@ class GMLoop:
 class GMResult:
     images: torch.Tensor              # (n, C, H, W) stored images in [0, 1], CPU
     labels: torch.Tensor              # (n,) int64
-    history: dict                     # per outer iteration: loss (mean over rounds, classes), seconds
+    history: dict                     # per outer iteration: loss (mean, rounds x classes), seconds
     iterations_done: int
     finished: bool
 
 
 def idc_lr_img(ipc: int, size: int = 32) -> float:
-    """IDC's image learning rate, 5e-3 x (IPC / 10) x (size / 32)^2 (``tune_lr_img``, papers.md §5)."""
+    """IDC's image lr, 5e-3 x (IPC / 10) x (size / 32)^2 (``tune_lr_img``, papers.md §5)."""
     return 5e-3 * (ipc / 10) * (size / 32) ** 2
 
 

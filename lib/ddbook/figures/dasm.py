@@ -29,14 +29,14 @@ Plan and cost at ``quick``. Measured on this project's 2-core CPU, one thread pe
 process CPU seconds (what one process takes with a core to itself; the machine's load at the
 time, 12-16 on 2 cores, made wall times 4-8x longer):
 
-| step | measured | per piece at quick |
-| --- | --- | --- |
-| gradient matching, one outer iteration (10 rounds, n_data 512), IPC 10, factor 2 | 33 CPU-s | - |
-| the same at IPC 50 (128 decoded per class, the batch_syn_max cap; IPC 100 costs the same) | 72 CPU-s | - |
-| an evaluation network, 2,000 steps of 128 (ConvNet-BN w32, DSA: 131 ms/step) | 4.4 CPU-min | 13 min (3 networks) |
-| the DASM scoring network, 500 steps (ConvNet-IN w32: 127 ms/step) | 1.1 CPU-min | - |
-| trajectory matching: one expert epoch on the universe (ConvNet-IN w32) | 5.4 CPU-s | - |
-| trajectory matching at IPC 50, one iteration (N = 10, batch_syn 100: the quick caps) | 3.9 CPU-s | 13 min (200) |
+| step (width 32) | measured |
+| --- | --- |
+| gradient matching, one outer iteration (10 rounds, n_data 512), IPC 10, factor 2 | 33 CPU-s |
+| the same at IPC 50 (128 decoded per class, the batch_syn_max cap; IPC 100 alike) | 72 CPU-s |
+| an evaluation network, 2,000 steps of 128 (ConvNet-BN, DSA: 131 ms/step) | 4.4 CPU-min |
+| the DASM scoring network, 500 steps (ConvNet-IN: 127 ms/step) | 1.1 CPU-min |
+| trajectory matching: one expert epoch on the universe (ConvNet-IN) | 5.4 CPU-s |
+| trajectory matching, one iteration at IPC 50 or 100 (N = 10, batch_syn 100) | 3.9 CPU-s |
 
 By interpolation (cost ~ 15 + 0.44 x decoded images per class CPU-s per outer iteration) IPC 25
 (100 decoded) costs ~60 s. The quick plan: IPC 25, 50, 100 (5, 10, 20 % of the 500-image
@@ -50,8 +50,8 @@ iterations of 10 rounds each (IDC: 2,000 of 100), 3 evaluation networks per poin
 | tm-ipc25/50/100: 3 experts x 15 epochs once (4 min), 200 iterations each (13 min) | 43 |
 | evaluation: 9 distilled points x 13 min; random: read from the Fig. 3 sweep | 117 |
 
-About 4 process-hours in all (238 CPU minutes) (3 pieces can run side by side: ``--only gm``, ``--only dasm``,
-``--only tm``). IPC 150 (the sweep's 30 %) would add ~80 minutes; it is left out.
+About 4 process-hours in all (238 CPU minutes); pieces can run side by side (``--only gm``,
+``--only dasm``, ``--only tm``). IPC 150 (the sweep's 30 %) would add ~80 minutes; left out.
 The ``gpu`` settings are planned, not measured.
 """
 from __future__ import annotations
