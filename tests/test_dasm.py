@@ -131,7 +131,7 @@ def test_random_points_equal_the_fig3_sweeps_and_are_reused(tmp_path, monkeypatc
     computing the piece here gives the same accuracies (the claim that makes reuse honest)."""
     from dataclasses import replace
 
-    from ddbook import window_sweep as ws
+    from ddbook.figures import selmatch_fig3 as ws
     from ddbook.figures import dasm as fig
     from ddbook.profiles import get_profile
 

@@ -5,7 +5,7 @@ The draft's figure shows existing methods plateauing at larger IPC (papers.md §
 message is known. Our version, at the scale of the SelMatch pages:
 
 - universe: the first 500 images of each CIFAR-10 class (``train.class_indices(c)[:500]``), the
-  same scale model as the Fig. 3 sweep (``window_sweep``, quick); the full test set;
+  same scale model as the Fig. 3 sweep (``figures.selmatch_fig3``, quick); the full test set;
 - methods at each IPC (stored images per class, the storage budget):
   ``gm``   IDC gradient matching (``ddbook.gradmatch``), multi-formation factor 2 (IDC's CIFAR
            setting, so 4 x IPC decoded images), initialised with real mosaics;
@@ -56,7 +56,6 @@ The ``gpu`` settings are planned, not measured.
 """
 from __future__ import annotations
 
-from collections import namedtuple
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -65,6 +64,7 @@ import torch
 from ..dasm import DASMConfig, ScoreConfig, distill_dasm, initial_segment
 from ..gradmatch import GMConfig, GMLoop, distill_gm, evaluation_set
 from ..results import StaleResultError, Timer, load_result, save_result
+from ._common import Loaded
 
 NAME = "dasm"
 NOTEBOOK = "dasm_fig1"
@@ -74,7 +74,6 @@ FOLDER = "dasm_fig1"
 METHODS = ("random", "gm", "dasm", "tm")
 MTT_PRESET_IPCS = (1, 10, 50)
 
-Loaded = namedtuple("Loaded", "found missing stale")   # the figures package's, until it is merged
 
 
 @dataclass(frozen=True)
@@ -286,7 +285,7 @@ def _sweep_random(ipc: int, profile, s: Settings) -> list | None:
     """The Fig. 3 sweep's random points at this IPC (its runs 0..eval_runs-1) when that sweep runs
     exactly this computation (same universe, test set, protocol, seeds and draws) and all of them
     are there and current; else None. They are the same networks, so they are not trained twice."""
-    from .. import window_sweep as ws
+    from . import selmatch_fig3 as ws
     try:
         cfg = ws.sweep_config(profile.name)
     except ValueError:
