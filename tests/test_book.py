@@ -218,3 +218,14 @@ def test_results_inventories_count_the_result_files(book):
     table = page.select("table.results-inventory")[0]
     names = [tr.find("td").get_text(strip=True) for tr in table.select("tbody tr")]
     assert names == [json.loads(f.read_text())["name"] for f in files], names
+
+
+def test_figure_numbers_are_labelled_as_the_books(book):
+    """A caption's number reads "Book fig. N", never a bare "Fig. N" that could pass for a paper's."""
+    n = 0
+    for name, soup in _pages(book.html).items():
+        for number in soup.select("figcaption .caption-number"):
+            n += 1
+            assert number.get_text(strip=True).startswith("Book fig."), \
+                f"{name}: figure number {number.get_text(strip=True)!r} could be read as a paper's"
+    assert n, "no numbered figure found: the notebook pages' figures carry captions and names"
