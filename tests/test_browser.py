@@ -1,5 +1,9 @@
 """The built book in a real headless browser: Debian's chromium driven by Playwright.
 
+Every page of the table of contents is opened at a desktop (1280 px) and a phone (390 px) width:
+no horizontal overflow, every image decodes, no console error, no off-site request, and every
+link that stays on the site resolves (the file answers 200, the #fragment names an element).
+
 Never ``playwright install``: the browser is /usr/bin/chromium (``.ci/run`` installs it). Without it
 the tests are skipped locally and fail under CI, where they must run.
 """
@@ -9,17 +13,22 @@ import functools
 import http.server
 import os
 import shutil
+import re
 import threading
 from pathlib import Path
+from urllib.parse import urldefrag
 
 import pytest
+from test_book import toc_files
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Console messages that are harmless and expected from the theme or a bare static server.
-BENIGN = ("Got invalid theme mode", "favicon.ico", "Failed to load resource: the server responded "
-          "with a status of 404")
+# The one console message that is harmless: pydata-sphinx-theme's warning when no mode is stored.
+# (A 404 is not benign: the book has a favicon, so every request it makes must succeed.)
+BENIGN = ("Got invalid theme mode",)
+WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
+PAGES = toc_files()
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -52,15 +61,22 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser, site):
-    context = browser.new_context()
+def _open(browser, site, width=1280, height=900):
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.errors, page.offsite = [], []
     page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     page.on("request", lambda r: not r.url.startswith(site) and not r.url.startswith("data:")
             and page.offsite.append(r.url))
+    page.failed = []
+    page.on("response", lambda r: r.status >= 400 and page.failed.append(f"{r.status} {r.url}"))
+    return context, page
+
+
+@pytest.fixture
+def page(browser, site):
+    context, page = _open(browser, site)
     yield page
     context.close()
 
@@ -89,9 +105,58 @@ def test_notebook_figures_decode(page, site):
     assert not page.offsite, f"off-site requests: {page.offsite}"
 
 
-def test_search_returns_hits(page, site):
-    page.goto(f"{site}/search.html?q=C-score", wait_until="networkidle")
+@pytest.mark.parametrize("query, expected", [
+    ("C-score", "Difficulty scores"),
+    ("α ablation", "SelMatch: selection and partial updates"),
+    ("coverage", "SelMatch: selection and partial updates"),
+    ("DASM", "DASM: difficulty-aligned sequential matching"),
+])
+def test_search_returns_hits(page, site, query, expected):
+    page.goto(f"{site}/search.html?q={query}", wait_until="networkidle")
     page.wait_for_selector("#search-results ul.search li", timeout=15_000)
     hits = page.locator("#search-results ul.search li").all_inner_texts()
-    assert any("Difficulty scores" in h for h in hits), f"search for C-score should find the page: {hits}"
+    assert any(expected in h for h in hits), f"search for {query!r} should find {expected!r}: {hits}"
     assert not _real_errors(page), f"console errors: {page.errors}"
+
+
+_LINKS: dict[str, str | None] = {}   # url without fragment -> its HTML (None: not HTML)
+
+
+def _check_link(page, url: str) -> str | None:
+    """None when ``url`` resolves on the site, else why it does not."""
+    path, fragment = urldefrag(url)
+    if path not in _LINKS:
+        response = page.request.get(path)
+        if response.status != 200:
+            return f"{url}: HTTP {response.status}"
+        kind = response.headers.get("content-type", "")
+        _LINKS[path] = response.text() if "html" in kind else None
+    html = _LINKS[path]
+    if fragment and html is not None and not re.search(rf"id=[\"']{re.escape(fragment)}[\"']", html):
+        return f"{url}: no element with id {fragment!r}"
+    return None
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("name", PAGES)
+def test_every_page_at_desktop_and_phone_width(browser, site, name, width):
+    context, page = _open(browser, site, *WIDTHS[width])
+    try:
+        page.goto(f"{site}/{name}.html", wait_until="networkidle")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name} at {width} width scrolls sideways by {overflow} px"
+        sizes = page.evaluate("""async () => Promise.all([...document.images].map(img => {
+            img.loading = 'eager';
+            return img.decode().then(() => img.naturalWidth, () => 0); }))""")
+        assert all(w > 0 for w in sizes), f"{name}: an image does not decode: {sizes}"
+        if name.startswith("notebooks/"):
+            assert sizes, f"{name} shows no figure"
+        links = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
+        broken = [why for url in sorted(set(links)) if url.startswith(site)
+                  and (why := _check_link(page, url))]
+        assert not broken, f"{name}: links that do not resolve: {broken}"
+        assert not page.failed, f"{name}: failed requests: {page.failed}"
+        assert not _real_errors(page), f"{name}: console errors: {page.errors}"
+        assert not page.offsite, f"{name}: off-site requests: {page.offsite}"
+    finally:
+        context.close()
