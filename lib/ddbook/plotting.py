@@ -14,9 +14,17 @@ import numpy as np
 import torch
 
 __all__ = ["style", "image_grid", "score_distributions", "correlation_bars", "window_curves",
-           "distill_curves", "versus_paper", "PAPER_MARKER"]
+           "distill_curves", "versus_paper", "PAPER_MARKER", "PAPER_COLOUR", "PAPER_LINE",
+           "MAX_WIDTH"]
 
 PAPER_MARKER = dict(marker="*", s=140, color="black", zorder=5, label="paper")
+# The book's colour convention: ours in colour, the papers' values black (markers) or grey (dashed
+# reference lines), on every page.
+PAPER_COLOUR = "black"
+PAPER_LINE = dict(ls="--", lw=1.2, color="0.5")
+# The widest figure, in inches: at 110 dpi a 6.4 in figure is shown at about half its natural width
+# in a phone's 342 px text column (two panels side by side are stacked instead).
+MAX_WIDTH = 6.4
 
 
 def style() -> None:
@@ -36,13 +44,17 @@ def _to_hwc(img: torch.Tensor) -> np.ndarray:
 
 
 def image_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str] | None = None,
-               col_groups: Sequence[tuple[str, int]] | None = None, scale: float = 0.62):
+               col_groups: Sequence[tuple[str, int]] | None = None, scale: float = 0.62,
+               max_width: float = MAX_WIDTH):
     """A grid of images: ``rows[i]`` is a ``(k, 3, H, W)`` batch (uint8, or floats in [0, 1]).
 
     ``col_groups`` labels runs of columns, e.g. ``[("easiest", 8), ("hardest", 8)]``; a thin gap
-    separates the groups. Used in: difficulty scores, MTT and SelMatch image pages.
+    separates the groups. Each image is ``scale`` inches wide, less where the figure would be wider
+    than ``max_width`` inches (so that it stays legible in a phone's text column).
+    Used in: difficulty scores, MTT and SelMatch image pages.
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    scale = min(scale, (max_width - 1.2) / n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * scale + 1.2, n_rows * scale + 0.4),
                              squeeze=False, gridspec_kw=dict(wspace=0.04, hspace=0.04),
                              layout="none")
@@ -80,7 +92,7 @@ def score_distributions(values: torch.Tensor, labels: torch.Tensor, classes: Seq
     import seaborn as sns
 
     values, labels = np.asarray(values, dtype=float), np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.4, 0.42 * len(classes) + 1.0))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 0.42 * len(classes) + 1.0))
     data = [values[labels == c] for c in range(len(classes))]
     palette = sns.color_palette("crest", len(classes))
     parts = ax.violinplot(data, vert=False, showmedians=True, widths=0.85)
@@ -105,7 +117,7 @@ def correlation_bars(series: dict, classes: Sequence[str], reference: dict | Non
     """
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(7.2, 3.2))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 3.6))
     width = 0.8 / max(1, len(series))
     palette = sns.color_palette("deep", len(series))
     x = np.arange(len(classes))
@@ -113,11 +125,12 @@ def correlation_bars(series: dict, classes: Sequence[str], reference: dict | Non
         ax.bar(x + (k - (len(series) - 1) / 2) * width, [rho[c] for c in classes], width,
                label=label, color=palette[k])
     for label, value in (reference or {}).items():
-        ax.axhline(value, ls="--", lw=1, color="0.3", label=label)
+        ax.axhline(value, **{**PAPER_LINE, "lw": 1}, label=label)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, classes, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8, ncols=2, loc="lower right")
+    # above the axes, never over the bars
+    ax.legend(fontsize=8, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return fig
 
 
@@ -125,16 +138,21 @@ def window_curves(table, paper_peaks: Sequence[dict] = (), paper_random: Sequenc
                   label: str = "ours"):
     """SelMatch Fig. 3: accuracy vs window start β, one colour per subset ratio.
 
-    ``table`` has columns ratio, beta (NaN for random subsets), run, accuracy (fraction). Left:
-    ours, mean ± std over runs as a band, random subsets as dashed lines, the best β circled.
-    Right: the paper's expected peaks (stars at their β) and random baselines (dashed), in percent,
-    labelled as the paper's. Used in: the sliding-window notebook.
+    ``table`` has columns ratio, beta (NaN for random subsets), run, accuracy (fraction). Top:
+    ours, mean ± std over runs as a band, random subsets as dashed lines, the best β circled, one
+    colour per ratio (seaborn "colorblind", without its vermilion). Bottom: the paper's expected peaks (black stars at
+    their β, the ratio as a text label) and random baselines (grey dashed, labelled), in percent.
+    Used in: the sliding-window notebook.
     """
     import seaborn as sns
 
     ratios = sorted(table["ratio"].unique())
-    colours = dict(zip(ratios, sns.color_palette("viridis", len(ratios))))
-    fig, (ax, axp) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=(1.6, 1))
+    # "colorblind" without its vermilion (index 3), which is too close to its orange
+    palette = sns.color_palette("colorblind", 10)
+    palette = [palette[i] for i in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
+    colours = dict(zip(ratios, palette[:len(ratios)] if len(ratios) <= len(palette)
+                       else sns.color_palette("husl", len(ratios))))
+    fig, (ax, axp) = plt.subplots(2, 1, figsize=(MAX_WIDTH, 7.4), height_ratios=(1.5, 1))
     win, rnd = table[table["beta"].notna()], table[table["beta"].isna()]
     for ratio in ratios:
         c = colours[ratio]
@@ -153,23 +171,25 @@ def window_curves(table, paper_peaks: Sequence[dict] = (), paper_random: Sequenc
     ax.plot([], [], "k--", lw=1.2, label="random subset")
     ax.plot([], [], "o", ms=9, mfc="none", mec="k", label="best β")
     ax.legend(fontsize=7.5, ncols=2)
+    star = {k: v for k, v in PAPER_MARKER.items() if k != "label"}
     for row in paper_peaks:
         ratio = float(row["subset_ratio"].rstrip("%")) / 100
         beta = float(row["method"].split("=")[-1])
-        axp.scatter([beta], [row["mean"]], color=colours.get(ratio, "k"), **{
-            k: v for k, v in PAPER_MARKER.items() if k not in ("color", "label")})
+        axp.scatter([beta], [row["mean"]], **star)
         axp.annotate(f"{ratio:.0%}", (beta, row["mean"]), textcoords="offset points",
-                     xytext=(6, -3), fontsize=8)
+                     xytext=(7, -3), fontsize=8)
     for row in paper_random:
         ratio = float(row["subset_ratio"].rstrip("%")) / 100
-        axp.axhline(row["mean"], ls="--", lw=1.2, color=colours.get(ratio, "k"))
+        axp.axhline(row["mean"], **PAPER_LINE)
+        axp.annotate(f"random {ratio:.0%}", (0.99, row["mean"]), xycoords=("axes fraction", "data"),
+                     textcoords="offset points", xytext=(0, 2), ha="right", fontsize=7.5,
+                     color="0.35")
     axp.set_xlim(-0.05, 0.95)
     axp.set_xlabel("β of the paper's best window")
-    axp.set_ylabel("test accuracy (%), paper (ResNet-18)")
-    axp.scatter([], [], color="k", **{k: v for k, v in PAPER_MARKER.items()
-                                       if k not in ("color", "label")}, label="paper: best window")
-    axp.plot([], [], "k--", lw=1.2, label="paper: random")
-    axp.legend(fontsize=7.5)
+    axp.set_ylabel("test accuracy (%),\npaper (ResNet-18)")
+    axp.scatter([], [], **star, label="paper: best window (ratio labelled)")
+    axp.plot([], [], **PAPER_LINE, label="paper: random")
+    axp.legend(fontsize=7.5, ncols=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     return fig
 
 
@@ -188,13 +208,14 @@ def distill_curves(runs: dict, label: str = "ours", smooth: int = 10, colours: d
     ``runs`` maps a label to a dict with ``loss`` (per iteration), ``skipped`` (per iteration,
     optional) and ``eval_curve`` (``{"iteration", "mean", "std"}`` records, accuracy fractions):
     a distillation result's ``data``. The loss is drawn raw (thin) and as a ``smooth``-point moving
-    average; accuracy as mean ± std over evaluation runs. Used in: the MTT and DATM pages.
+    average (top); accuracy as mean ± std over evaluation runs (bottom). Used in: the MTT and DATM
+    pages.
     """
     import seaborn as sns
 
     colours = colours or dict(zip(runs, sns.color_palette("colorblind", len(runs))))
     styles = styles or {}
-    fig, (axl, axa) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (axl, axa) = plt.subplots(2, 1, figsize=(MAX_WIDTH, 6.4))
     for name, d in runs.items():
         c, ls = colours[name], styles.get(name, "-")
         loss = np.asarray(d["loss"], float)
@@ -208,7 +229,7 @@ def distill_curves(runs: dict, label: str = "ours", smooth: int = 10, colours: d
         axa.plot(x, m, marker="o", ms=3, color=c, ls=ls, label=name)
         axa.fill_between(x, m - s, m + s, color=c, alpha=0.15)
     axl.set_xlabel("distillation iteration")
-    axl.set_ylabel(f"matching loss ({smooth}-iteration average), {label}")
+    axl.set_ylabel(f"matching loss ({smooth}-it. average),\n{label}")
     axa.set_xlabel("distillation iteration")
     axa.set_ylabel(f"test accuracy (%), {label}")
     axl.legend(fontsize=8)
@@ -222,7 +243,7 @@ def versus_paper(rows: Sequence[dict], label: str = "ours", ylabel: str = "test 
     not drawn). Ours as filled circles, our random-real baselines as open circles, the paper's
     numbers as stars (its baselines as open stars), all labelled. Used in: the MTT page.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(MAX_WIDTH, 3.6))
     x = np.arange(len(rows))
     first = dict(ours=True, base=True, paper=True, pbase=True)
 
@@ -241,9 +262,9 @@ def versus_paper(rows: Sequence[dict], label: str = "ours", ylabel: str = "test 
                     label=lab("base", f"{label}: random real images"))
         if r.get("paper") is not None:
             ax.errorbar([i + 0.12], [r["paper"]], yerr=[r.get("paper_std") or 0], fmt="*", ms=11,
-                        color="black", capsize=3, label=lab("paper", "paper: distilled"))
+                        color=PAPER_COLOUR, capsize=3, label=lab("paper", "paper: distilled"))
         if r.get("paper_baseline") is not None:
-            ax.plot([i + 0.12], [r["paper_baseline"]], "*", ms=11, mfc="none", mec="black",
+            ax.plot([i + 0.12], [r["paper_baseline"]], "*", ms=11, mfc="none", mec=PAPER_COLOUR,
                     label=lab("pbase", "paper: random real images"))
     ax.set_xticks(x, [r["setting"] for r in rows])
     ax.set_xlim(-0.6, len(rows) - 0.4)
