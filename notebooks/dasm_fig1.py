@@ -19,7 +19,8 @@
 # exist), is to distil the set **in segments, easy to hard**, on gradient matching (IDC): after
 # each segment a network trained on what has been distilled so far scores the real images, and the
 # next segment is matched against the ones it still finds hard, with earlier segments frozen.
-# Everything below the draft's message is **our reading** ({doc}`../book/dasm`): the number of
+# Everything below the draft's message is **our reading** ({doc}`../book/dasm`; what reproduced and
+# what is ours: {doc}`../book/repro_dasm`): the number of
 # segments $K$, the scoring network and the selection rule are ours, stated in the library
 # (`ddbook.dasm`) and on this page.
 #

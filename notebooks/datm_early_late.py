@@ -31,6 +31,8 @@
 # and the labels are **soft**: each synthetic image starts with the logits of the experts that
 # classify it correctly (averaged), and the logits are learned along with the pixels. An update
 # whose matching loss exceeds a threshold (1.0) is skipped.
+# The method is taught in {doc}`../book/datm`; what reproduced at which scale, and the choices we
+# made where the paper and its code are ambiguous, are in {doc}`../book/repro_datm`.
 #
 # :::{admonition} What this page computes, and at what scale
 # :class: note
@@ -128,7 +130,7 @@ if curves is None:
           f"{datm.EXPERTS_PIECE}` records them): drawing the smoke run's instead")
     curves, curves_label = live.found.get(datm.EXPERTS_PIECE), P.name
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of each expert after every epoch (thin lines) and their training progress, the mean gain so far as a fraction of the total (thick), at the profile named on the axis.", "name": "fig-datm-experts"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of each expert after every epoch (thin lines) and their training progress, the mean gain so far as a fraction of the total (thick), at the profile named on the axis.", "name": "fig-datm-experts"}, "image": {"alt": "Line chart of each expert's test accuracy against its training epoch (thin blue lines) with the mean training progress as a fraction of the total gain on a second axis (thick red line)."}}
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 if curves is not None:
     for acc in curves.data["test_accuracy"]:
@@ -153,25 +155,34 @@ glue("datm-paper-confidence", confidence(datm_paper), display=False)
 # %% [markdown]
 # ## Accuracy over distillation, per range
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the synthetic set (soft labels, DATM's protocol) against the distillation iteration, when the start epochs are drawn from the early, the whole or the late part of the expert trajectories; one panel per IPC. Ours at the profile named on the axis; stars right of the curves: the paper's final readings at the IPC it shows (10 and 1000, the nearest to ours), labelled as the paper's; their confidence: {glue:text}`datm-paper-confidence`.", "name": "fig-datm-ranges"}}
-colours = {"early": "C0", "all": "C7", "late": "C3"}
-fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(5 * max(1, len(runs)), 3.6),
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the synthetic set (soft labels, DATM's protocol) against the distillation iteration, when the start epochs are drawn from the early, the whole or the late part of the expert trajectories; one panel per IPC, ours in colour at the profile named on the axis. Black stars in the 'paper' column right of each panel's last iteration: the paper's final readings for the same three ranges (each star labelled with its range), at the IPC of its figure nearest to ours (IPC 10 beside our IPC 10, IPC 1000 beside our IPC 500; the panel's legend names it), read off its plot; their confidence: {glue:text}`datm-paper-confidence`.", "name": "fig-datm-ranges"}, "image": {"alt": "Stacked line charts, one per IPC, of test accuracy against distillation iteration for matching early, all or late trajectory segments (coloured lines), each with a separate column at the right where the paper's final accuracy for each range is drawn as a labelled black star."}}
+colours = {"early": "C0", "all": "C2", "late": "C3"}   # ours in colour, the paper's in black
+fig, axes = plt.subplots(max(1, len(runs)), 1, figsize=(plotting.MAX_WIDTH, 3.4 * max(1, len(runs))),
                          squeeze=False)
-for ax, (ipc, res) in zip(axes[0], runs.items()):
+for ax, (ipc, res) in zip(axes[:, 0], runs.items()):
     for which, r in res.items():
         c = r.data["eval_curve"]
         ax.plot([p["iteration"] for p in c], [100 * p["mean"] for p in c], "-o", ms=3,
                 color=colours[which], label=f"match {which}")
     paper_ipc = 10 if ipc <= 100 else 1000
     x_end = max(p["iteration"] for r in res.values() for p in r.data["eval_curve"])
+    span = max(x_end, 1)
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= x_end]
+    # the paper's column: right of our last iteration, inside the axes, one star per range
+    ax.axvline(x_end + 0.05 * span, color="0.6", lw=0.8, ls=":")
     for row in datm_paper:
         if row["ipc"] == paper_ipc:
             which = row["method"].split()[1]
-            shift = 1.04 + 0.03 * list(colours).index(which)
-            ax.scatter([x_end * shift], [row["mean"]], marker="*", s=120, clip_on=False,
-                       color=colours[which], edgecolor="black", zorder=5)
-    ax.scatter([], [], marker="*", s=120, color="white", edgecolor="black",
-               label=f"paper, IPC {paper_ipc}")
+            x = x_end + span * (0.11 + 0.07 * list(colours).index(which))
+            ax.scatter([x], [row["mean"]], **{k: v for k, v in plotting.PAPER_MARKER.items()
+                                              if k != "label"})
+            ax.annotate(which, (x, row["mean"]), textcoords="offset points", xytext=(0, -8),
+                        ha="center", va="top", fontsize=7)
+    ax.scatter([], [], **{k: v for k, v in plotting.PAPER_MARKER.items() if k != "label"},
+               label=f"paper, IPC {paper_ipc} (final)")
+    ax.set_xlim(-0.03 * span, x_end + 0.3 * span)
+    ax.set_xticks(ticks + [x_end + 0.18 * span], [f"{t:g}" for t in ticks] + ["paper"])
+    ax.margins(y=0.12)   # room for the range labels below the stars
     ax.set_title(f"IPC {ipc}")
     ax.set_xlabel("distillation iteration")
     ax.set_ylabel(f"test accuracy (%), {shown_label}")
@@ -201,7 +212,7 @@ pd.DataFrame([{
 # the image correctly and then learned. The panel shows, for the small set's "all" run, how much
 # probability the labels put on the image's own class after distillation.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Softmax probability of the image's own class in the soft labels of the small set (the 'all' run) after distillation.", "name": "fig-datm-soft-labels"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Softmax probability of the image's own class in the soft labels of the small set (the 'all' run) after distillation.", "name": "fig-datm-soft-labels"}, "image": {"alt": "Histogram of the softmax probability that each synthetic image's learned soft label gives to its own class, after distillation."}}
 small = next(iter(runs.values()), {}).get("all")
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 if small is not None and small.arrays and "labels" in small.arrays:

@@ -29,7 +29,8 @@
 # where a high count marks a hard example.
 #
 # This page loads both published score files, maps them onto our copy of CIFAR-10,
-# and shows what the two ends of each class look like.
+# and shows what the two ends of each class look like. The chapter {doc}`../book/difficulty`
+# explains what these scores measure and how the book uses them.
 #
 # :::{admonition} What this page computes, and at what scale
 # :class: note
@@ -84,14 +85,23 @@ print(f"{chosen.name}: {chosen.source}; the hard end is the {chosen.hard} end")
 # %% [markdown]
 # ## The easiest and the hardest images of each class
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "The easiest (left) and the hardest (right) training images of each CIFAR-10 class under the chosen published score. Easy images are canonical views on plain backgrounds; hard ones are unusual views, crops, clutter, and the odd mislabelled image.", "name": "fig-difficulty-extremes"}}
-rows = []
-for c in range(ds.num_classes):
-    order = chosen.hardest_first(ds.train, c)
-    easiest, hardest = order[-n_show:].flip(0), order[:n_show]
-    rows.append(ds.train.images[easiest.tolist() + hardest.tolist()])
-groups = [("easiest", n_show), ("hardest", n_show)]
-fig = plotting.image_grid(rows, row_labels=ds.classes, col_groups=groups)
+# %% tags=["hide-input"]
+order = {c: chosen.hardest_first(ds.train, c) for c in range(ds.num_classes)}
+
+
+def extremes(which: str) -> list:
+    """One row of ``n_show`` images per class: the easiest (easiest first) or the hardest."""
+    pick = {"easiest": lambda o: o[-n_show:].flip(0), "hardest": lambda o: o[:n_show]}[which]
+    return [ds.train.images[pick(order[c]).tolist()] for c in range(ds.num_classes)]
+
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The easiest training images of each CIFAR-10 class under the chosen published score (easiest first). Easy images are canonical views on plain backgrounds.", "name": "fig-difficulty-easiest"}, "image": {"alt": "A grid of small CIFAR-10 photographs, one row per class, showing the easiest images of each class: centred, typical views on plain backgrounds."}}
+fig = plotting.image_grid(extremes("easiest"), row_labels=ds.classes,
+                          col_groups=[("easiest", n_show)])
+
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "The hardest training images of each CIFAR-10 class under the same score (hardest first): unusual views, crops, clutter, and the odd mislabelled image.", "name": "fig-difficulty-hardest"}, "image": {"alt": "A grid of small CIFAR-10 photographs, one row per class, showing the hardest images of each class: unusual views, crops, cluttered scenes and some mislabelled images."}}
+fig = plotting.image_grid(extremes("hardest"), row_labels=ds.classes,
+                          col_groups=[("hardest", n_show)])
 
 # %% [markdown]
 # ## How the scores are distributed within each class
@@ -100,7 +110,7 @@ fig = plotting.image_grid(rows, row_labels=ds.classes, col_groups=groups)
 # How thin differs between classes (cats and birds have longer tails than cars and trucks),
 # which is one reason SelMatch picks its window per class rather than globally.
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Distribution of the published C-scores within each CIFAR-10 class (median marked). Low is hard.", "name": "fig-cscore-distributions"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Distribution of the published C-scores within each CIFAR-10 class (median marked). Low is hard.", "name": "fig-cscore-distributions"}, "image": {"alt": "Horizontal violin plots of the published C-scores, one per CIFAR-10 class; most mass sits near 1 with a thin tail toward low (hard) scores."}}
 fig = plotting.score_distributions(
     cscore.values, ds.train.labels, ds.classes, "C-score", hard_side="low")
 
@@ -178,7 +188,7 @@ else:
     for name, v in quick.data["spearman_vs_cscore"].items():
         print(f"       {name:10s} mean within-class Spearman ρ with C-score: {v['mean']:+.3f}")
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present (else from the live run, at the profile named in the legend).", "name": "fig-our-scores-vs-cscore"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Within-class Spearman correlation of our EL2N and forgetting scores with the published C-scores, per CIFAR-10 class. Negative means agreement (C-score is low for hard images). Bars from the committed quick run when present (else from the live run, at the profile named in the legend).", "name": "fig-our-scores-vs-cscore"}, "image": {"alt": "Grouped bar chart of the within-class Spearman correlation of our EL2N and forgetting scores with the C-score, one group of bars per CIFAR-10 class, the legend above the axes."}}
 if quick is not None:
     series = {f"{k} (quick)": v["per_class"]
               for k, v in quick.data["spearman_vs_cscore"].items()}

@@ -32,6 +32,8 @@
 # Its numbers are the **maximum over the evaluation checkpoints** of a run (DC-BENCH's notes on
 # MTT), so this page shows ours both ways: at the final iteration (the declared result) and the best
 # over checkpoints (picked on test accuracy, as the paper's are, and as optimistic).
+# The method and its maths are taught in {doc}`../book/mtt`; what reproduced, what did not and the
+# choices we made are in {doc}`../book/repro_mtt`.
 #
 # :::{admonition} What this page computes, and at what scale
 # :class: note
@@ -128,7 +130,7 @@ table = mtt.table_rows(shown_all)
 # Our distilled sets (filled circles) and the random real images they started from (open circles)
 # evaluated by MTT's protocol, next to the paper's Table 1 (stars).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the distilled set (filled circle, mean ± std over evaluation networks, at the final iteration) and on the random real images it was initialised from (open circle; the same protocol with lr 0.01), per images per class. Ours at the profile named in the legend; stars: MTT's Table 1 (ConvNet-3 width 128, 5 evaluations, the best over checkpoints), labelled as the paper's; its confidence: {glue:text}`mtt-paper-table-confidence`.", "name": "fig-mtt-accuracy"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the distilled set (filled circle, mean ± std over evaluation networks, at the final iteration) and on the random real images it was initialised from (open circle; the same protocol with lr 0.01), per images per class. Ours at the profile named in the legend; stars: MTT's Table 1 (ConvNet-3 width 128, 5 evaluations, the best over checkpoints), labelled as the paper's; its confidence: {glue:text}`mtt-paper-table-confidence`.", "name": "fig-mtt-accuracy"}, "image": {"alt": "Test accuracy against images per class (IPC 1, 10, 50): our distilled sets as filled coloured circles with error bars and our random real images as open coloured circles, beside the paper's Table 1 as black stars (distilled) and open black stars (random real images)."}}
 fig = plotting.versus_paper([{
     "setting": f"IPC {r['ipc']}", "ours": r["distilled, final iteration"],
     "ours_std": r["distilled std"], "ours_baseline": r["random real, lr 0.01"],
@@ -171,7 +173,7 @@ pd.DataFrame([{
 # visualisation does (`ddbook.synset.display_uint8`; the results keep these display copies of two
 # images per class, the full sets stay in each run's folder).
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "For each IPC, the first image of each class: the initial real image (upper row) and the distilled one (lower row), at the profile named on the rows.", "name": "fig-mtt-images"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "For each IPC, the first image of each class: the initial real image (upper row) and the distilled one (lower row), at the profile named on the rows.", "name": "fig-mtt-images"}, "image": {"alt": "Pairs of image rows per IPC, one column per CIFAR-10 class: the real image a synthetic image started from, and the same image after distillation, which keeps the object's outline with added high-frequency texture."}}
 grid_rows, labels = [], []
 for ipc in mtt.MTT_IPCS:
     r = shown.get(f"mtt-cifar10-ipc{ipc}")
@@ -185,7 +187,7 @@ fig = plotting.image_grid(grid_rows, labels) if grid_rows else print("no runs to
 # %% [markdown]
 # ## Loss and accuracy over distillation
 
-# %% tags=["hide-input"] mystnb={"figure": {"caption": "Left: the matching loss per iteration (thin) and its 10-iteration moving average. Right: test accuracy of evaluation networks trained on the set at each evaluation point (mean ± std). The start epoch is drawn anew every iteration, so the loss is noisy by construction.", "name": "fig-mtt-curves"}}
+# %% tags=["hide-input"] mystnb={"figure": {"caption": "Top: the matching loss per iteration (thin) and its 10-iteration moving average. Bottom: test accuracy of evaluation networks trained on the set at each evaluation point (mean ± std). The start epoch is drawn anew every iteration, so the loss is noisy by construction.", "name": "fig-mtt-curves"}, "image": {"alt": "Two stacked line charts, one line per IPC: the matching loss against distillation iteration (top, noisy raw values and a smoothed line) and the test accuracy at each evaluation point with a band of one standard deviation (bottom)."}}
 fig = plotting.distill_curves({f"IPC {r.data['n_images'] // 10}": r.data for r in shown.values()},
                               label=shown_label)
 

@@ -151,6 +151,12 @@ def test_every_page_at_desktop_and_phone_width(browser, site, name, width):
         assert all(w > 0 for w in sizes), f"{name}: an image does not decode: {sizes}"
         if name.startswith("notebooks/"):
             assert sizes, f"{name} shows no figure"
+        if width == "phone":
+            # [natural width, shown width] of every visible figure (a folded output has width 0)
+            shown = page.eval_on_selector_all(".cell_output img", """els => els.map(
+                e => [e.naturalWidth, e.getBoundingClientRect().width]).filter(s => s[1] > 0)""")
+            small = [f"{w:.0f} of {n} px" for n, w in shown if w < 0.45 * n]
+            assert not small, f"{name}: figures shown below 45 % of their natural width: {small}"
         links = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
         broken = [why for url in sorted(set(links)) if url.startswith(site)
                   and (why := _check_link(page, url))]
