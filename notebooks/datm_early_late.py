@@ -157,8 +157,8 @@ glue("datm-paper-confidence", confidence(datm_paper), display=False)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy of a ConvNet trained on the synthetic set (soft labels, DATM's protocol) against the distillation iteration, when the start epochs are drawn from the early, the whole or the late part of the expert trajectories; one panel per IPC, ours in colour at the profile named on the axis. Black stars in the 'paper' column right of each panel's last iteration: the paper's final readings for the same three ranges (each star labelled with its range), at the IPC of its figure nearest to ours (IPC 10 beside our IPC 10, IPC 1000 beside our IPC 500; the panel's legend names it), read off its plot; their confidence: {glue:text}`datm-paper-confidence`.", "name": "fig-datm-ranges"}, "image": {"alt": "Stacked line charts, one per IPC, of test accuracy against distillation iteration for matching early, all or late trajectory segments (coloured lines), each with a separate column at the right where the paper's final accuracy for each range is drawn as a labelled black star."}}
 colours = {"early": "C0", "all": "C2", "late": "C3"}   # ours in colour, the paper's in black
-fig, axes = plt.subplots(max(1, len(runs)), 1, figsize=(plotting.MAX_WIDTH, 3.4 * max(1, len(runs))),
-                         squeeze=False)
+n_panels = max(1, len(runs))
+fig, axes = plt.subplots(n_panels, 1, figsize=(plotting.MAX_WIDTH, 3.4 * n_panels), squeeze=False)
 for ax, (ipc, res) in zip(axes[:, 0], runs.items()):
     for which, r in res.items():
         c = r.data["eval_curve"]

@@ -141,8 +141,8 @@ if len(frame):
     ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
 ax.set_xlabel("subset ratio of the scale model")
 ax.set_ylabel("test accuracy (%)")
-ax.text(0.99, 0.98, f"Table 1 at the scale model, {shown_prof.name}", transform=ax.transAxes,
-        ha="right", va="top", fontsize=8)
+_ = ax.text(0.99, 0.98, f"Table 1 at the scale model, {shown_prof.name}",
+            transform=ax.transAxes, ha="right", va="top", fontsize=8)
 
 # %% [markdown]
 # ## The scale's proofs, and the verdicts

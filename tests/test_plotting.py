@@ -39,7 +39,8 @@ def _shown_share(fig) -> float:
 
 def _window_table():
     g = torch.Generator().manual_seed(0)
-    rows = [{"ratio": r, "beta": b, "run": k, "accuracy": 0.5 + 0.1 * torch.rand(1, generator=g).item()}
+    rows = [{"ratio": r, "beta": b, "run": k,
+             "accuracy": 0.5 + 0.1 * torch.rand(1, generator=g).item()}
             for r in (0.05, 0.1, 0.2, 0.3) for b in (0.0, 0.3, 0.6, float("nan")) for k in range(2)]
     return pd.DataFrame(rows)
 
@@ -61,7 +62,8 @@ def _figures():
               for _ in range(10)]
     rho = {c: -0.1 * i for i, c in enumerate(CLASSES)}
     return {
-        "image_grid (16 columns)": plotting.image_grid(images, CLASSES, [("easiest", 8), ("hardest", 8)]),
+        "image_grid (16 columns)": plotting.image_grid(images, CLASSES,
+                                                       [("easiest", 8), ("hardest", 8)]),
         "score_distributions": plotting.score_distributions(
             torch.rand(200, generator=g), torch.arange(200) % 10, CLASSES, "C-score", "low"),
         "correlation_bars": plotting.correlation_bars({"EL2N": rho, "forgetting": rho}, CLASSES),

@@ -140,8 +140,9 @@ def window_curves(table, paper_peaks: Sequence[dict] = (), paper_random: Sequenc
 
     ``table`` has columns ratio, beta (NaN for random subsets), run, accuracy (fraction). Top:
     ours, mean ± std over runs as a band, random subsets as dashed lines, the best β circled, one
-    colour per ratio (seaborn "colorblind", without its vermilion). Bottom: the paper's expected peaks (black stars at
-    their β, the ratio as a text label) and random baselines (grey dashed, labelled), in percent.
+    colour per ratio (seaborn "colorblind", without its vermilion). Bottom: the paper's expected
+    peaks (black stars at their β, the ratio as a text label) and random baselines (grey dashed,
+    labelled), in percent.
     Used in: the sliding-window notebook.
     """
     import seaborn as sns
