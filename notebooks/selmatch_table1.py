@@ -123,7 +123,7 @@ show.set_index(["ratio", "row"]) if len(show) else "no rows to show"
 import matplotlib.pyplot as plt
 import numpy as np
 
-fig, ax = plt.subplots(figsize=(7.2, 4.2))
+fig, ax = plt.subplots(figsize=(6.4, 4.2), constrained_layout=True)
 frame = pd.DataFrame(table_rows)
 if len(frame):
     labels = list(dict.fromkeys(frame["row"]))
@@ -140,7 +140,7 @@ if len(frame):
 ax.set_xlabel("subset ratio of the scale model")
 ax.set_ylabel("test accuracy (%)")
 ax.set_title(f"Table 1 at the scale model — {shown_prof.name}")
-fig.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## The scale's proofs, and the verdicts
