@@ -125,7 +125,7 @@ show.set_index(["ratio", "row"]) if len(show) else "no rows to show"
 import matplotlib.pyplot as plt
 import numpy as np
 
-fig, ax = plt.subplots(figsize=(plotting.MAX_WIDTH, 4.6))
+fig, ax = plt.subplots(figsize=(plotting.MAX_WIDTH, 4.6), constrained_layout=True)
 frame = pd.DataFrame(table_rows)
 if len(frame):
     labels = list(dict.fromkeys(frame["row"]))
@@ -143,6 +143,7 @@ ax.set_xlabel("subset ratio of the scale model")
 ax.set_ylabel("test accuracy (%)")
 _ = ax.text(0.99, 0.98, f"Table 1 at the scale model, {shown_prof.name}",
             transform=ax.transAxes, ha="right", va="top", fontsize=8)
+plt.show()
 
 # %% [markdown]
 # ## The scale's proofs, and the verdicts

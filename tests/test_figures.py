@@ -85,3 +85,22 @@ def test_difficulty_verdicts_test_the_per_class_correlations():
     assert [v.outcome for v in mod.verdicts({"published-agreement": noise})] == \
         ["inconclusive at this scale"]
 
+
+
+def test_a_stale_piece_is_reported_with_what_changed(tmp_path, monkeypatch):
+    """Issue 16: a result from an older configuration reads as stale, with the changed keys."""
+    from dataclasses import replace
+
+    from ddbook import results
+    from ddbook.figures import selmatch_fig3 as fig3
+
+    monkeypatch.setenv("DDBOOK_RESULTS", str(tmp_path))
+    ci = get_profile("ci")
+    config = fig3.sweep_config(ci)
+    point = fig3.plan(ci, config)[0]
+    results.save_result(point.name, "ci", {"accuracy": 0.5}, fig3._point_config(
+        config, point.ratio, point.beta, point.run_index), [0], 1.0)
+    changed = replace(config, lr=0.05)
+    loaded = _common.load_pieces(fig3.plan(ci, changed)[:1], ci)
+    assert list(loaded.stale) == [point.name] and not loaded.found and not loaded.missing
+    assert "changed: lr: 0.1 -> 0.05" in loaded.describe("ci"), loaded.describe("ci")

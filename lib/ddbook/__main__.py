@@ -209,7 +209,10 @@ def _add_distill_parser(sub) -> None:
 
 def _cmd_reproduce(args) -> int:
     """Run the missing or stale pieces of a book page's figure (``ddbook.figures``)."""
-    from .figures import reproduce
+    from .figures import as_profile, find, reproduce
+    module, _ = find(args.what)
+    for name, why in module.load(as_profile(args.profile)).stale.items():
+        print(f"stale (made from another configuration; rerun where --only selects it): {why}")
     for path in reproduce(args.what, args.profile, device=args.device, only=args.only):
         print(f"wrote {path}")
     print(f"{args.what} at {args.profile}: complete")

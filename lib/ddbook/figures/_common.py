@@ -43,7 +43,8 @@ class Loaded(NamedTuple):
             head = ", ".join(self.missing[:4]) + (", …" if len(self.missing) > 4 else "")
             text += f"; missing {len(self.missing)}: {head}"
         if self.stale:
-            text += f"; stale (made from another configuration, not drawn): {', '.join(self.stale)}"
+            text += ("; stale (made from another configuration, not drawn): "
+                     + "; ".join(f"{name} ({_changed(why)})" for name, why in self.stale.items()))
         return text
 
 
@@ -72,6 +73,13 @@ def _state(piece, profile: Profile):
         return piece.load(profile), None
     except StaleResultError as e:
         return None, str(e)
+
+
+def _changed(why: str) -> str:
+    """The 'changed: ...' part of a stale reason (what differs from the recorded config)."""
+    text = str(why)
+    at = text.find("changed:")
+    return text[at:].split(". Rerun")[0] if at >= 0 else text
 
 
 def load_pieces(pieces: list, profile: Profile) -> Loaded:
