@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh clone (with ../shared beside it):
 #   make book   build the book into _build/html, executing every notebook at the ci profile
 #   make test   run the tests (unit tests, the book build, papermill, a headless browser)
+#   make rerun PAGE=mtt-cifar10 PROFILE=quick [PARAMS="-p draw quick"]
+#               execute one page's notebook at a profile (papermill) into _build/rerun/
 # Both create the environment (.venv, pinned requirements, lib/ editable) when it is missing.
 # `make book` rebuilds every page (--all): Sphinx would otherwise skip unchanged pages and keep
 # outputs computed by an older lib/.
@@ -13,7 +15,7 @@ PROFILE ?= ci
 
 export TQDM_DISABLE = 1
 
-.PHONY: book test env clean
+.PHONY: book test env clean rerun
 
 env: $(STAMP)
 
@@ -27,6 +29,10 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+rerun: $(STAMP)
+	@test -n "$(PAGE)" || { echo "usage: make rerun PAGE=<figure or notebook name> [PROFILE=ci|quick|gpu|paper] [PARAMS='-p NAME VALUE ...']; pages: python -m ddbook notebook --help" >&2; exit 2; }
+	$(BIN)/python -m ddbook notebook $(PAGE) --profile $(PROFILE) $(PARAMS)
 
 clean:
 	rm -rf _build

@@ -233,6 +233,32 @@ def _add_reproduce_parser(sub) -> None:
     rep.set_defaults(run=_cmd_reproduce)
 
 
+def _cmd_notebook(args) -> int:
+    """Execute a page's notebook at a profile with papermill (``ddbook.rerun``)."""
+    from .rerun import execute
+    path = execute(args.page, args.profile, args.p or [], args.out)
+    print(f"{args.page} at {args.profile}: wrote {path}")
+    return 0
+
+
+def _add_notebook_parser(sub) -> None:
+    from .rerun import help_text
+
+    nb = sub.add_parser("notebook", help="execute a page's notebook at a profile with papermill "
+                        "(-p NAME VALUE sets a parameter; --help lists them)",
+                        description="Execute notebooks/<page>.py (jupytext, papermill) and write "
+                        "the executed notebook to _build/rerun/<notebook>.<profile>.ipynb.",
+                        epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    nb.add_argument("page", metavar="PAGE", help="a figure NAME or a notebook name (below)")
+    nb.add_argument("--profile", default=None, help="ci | quick | gpu | paper (default: "
+                    "$DDBOOK_PROFILE, else ci)")
+    nb.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="set a parameter of the notebook (repeatable)")
+    nb.add_argument("--out", default=None, help="folder for the executed notebook (default "
+                    "_build/rerun)")
+    nb.set_defaults(run=_cmd_notebook)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ddbook", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,10 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     cov.set_defaults(run=_cmd_coverage_check)
     _add_distill_parser(sub)
     _add_reproduce_parser(sub)
+    _add_notebook_parser(sub)
     return parser
 
 
-_WRITES = {"scores", "window", "sweep-window", "coverage-check", "distill", "reproduce"}
+_WRITES = {"scores", "window", "sweep-window", "coverage-check", "distill", "reproduce", "notebook"}
 
 
 def _check_args(args) -> None:
