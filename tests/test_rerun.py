@@ -144,3 +144,18 @@ def test_all_pages_bad_arguments_are_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_all_pages_runs_every_page_even_when_one_fails(tmp_path):
+    from ddbook.rerun import execute_all
+
+    said = []
+    with pytest.raises(RuntimeError, match=r"^1 of 2 pages failed at ci: no-such-page: error: "
+                       r"unknown page 'no-such-page'"):
+        execute_all("ci", tmp_path, jobs=2, log=said.append,
+                    pages=["no-such-page", "results_at_a_glance"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results_at_a_glance.ci.ipynb"]
+    assert any(s.startswith("results_at_a_glance at ci: executed in") for s in said), said
+    assert any(s.startswith("no-such-page at ci: FAILED") for s in said), said
+    record = nbformat.read(tmp_path / "results_at_a_glance.ci.ipynb", as_version=4).metadata["ddbook"]
+    assert record["profile"] == "ci" and record["parameters"] == {"profile": "ci"}

@@ -211,8 +211,8 @@ def execute(page: str, profile: str, overrides: list[tuple[str, str]] = (),
 
 
 def execute_all(profile: str, out_dir: Path | str | None = None, jobs: int = 1,
-                log=print) -> list[Path]:
-    """Execute every notebook page at ``profile`` (its default parameters), ``jobs`` at a time,
+                log=print, pages: list[str] | None = None) -> list[Path]:
+    """Execute every notebook page (or ``pages``) at ``profile`` (default parameters), ``jobs`` at a time,
     each in its own ``python -m ddbook notebook`` process; the longest pages (by their previous
     run in ``out_dir``, if any) start first. Every page is run even when one fails; then a
     RuntimeError lists the failures (each page's own one-line error)."""
@@ -231,7 +231,7 @@ def execute_all(profile: str, out_dir: Path | str | None = None, jobs: int = 1,
         except (OSError, ValueError, KeyError, TypeError):
             return 0.0
 
-    queue = sorted(notebooks(), key=previous, reverse=True)
+    queue = sorted(notebooks() if pages is None else pages, key=previous, reverse=True)
     env = {**os.environ, "TQDM_DISABLE": "1", "DDBOOK_PROFILE": profile}
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:   # share the cores, do not oversubscribe
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -260,7 +260,7 @@ def execute_all(profile: str, out_dir: Path | str | None = None, jobs: int = 1,
                 failed.append(f"{stem}: {lines[-1] if lines else f'exit code {proc.returncode}'}")
                 log(f"{stem} at {profile}: FAILED after {secs:.0f} s")
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(notebooks())} pages failed at {profile}: "
+        raise RuntimeError(f"{len(failed)} of {len(done) + len(failed)} pages failed at {profile}: "
                            + "; ".join(failed))
     return done
 
