@@ -49,15 +49,11 @@ import numpy as np
 import pandas as pd
 
 import ddbook
-from ddbook import params, plotting, verdicts as V
-from ddbook.figures import dasm as page
+from ddbook import params, verdicts as V
+from ddbook.figures import dasm as page, drawn_or_live
 from ddbook.results import Timer
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-D = ddbook.get_profile(params.check("draw", draw, str, choices=list(ddbook.PROFILES)))
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 for prof in (P, D):
     s = page.settings(prof)
     print(f"\n{prof.name}: IPC {', '.join(map(str, s.ipcs))} in a universe of "
@@ -82,17 +78,7 @@ print(f"{len(live.found)} pieces present, {len(live.missing)} missing, {t.second
 # made from another configuration is listed, never filled in.
 
 # %%
-drawn = page.load(D)
-print(f"{D.name}: {len(drawn.found)} of {len(page.plan(D))} pieces present"
-      + (f"; missing: {', '.join(drawn.missing)}" if drawn.missing else "")
-      + (f"; stale (not drawn): {', '.join(drawn.stale)}" if drawn.stale else ""))
-if drawn.found:
-    shown, shown_label = drawn, D.name
-else:
-    print(f"THE {D.name.upper()} RUNS ARE PENDING: no {D.name} results are committed yet, so "
-          f"nothing below is a {D.name} number. The figure and table show the live {P.name} "
-          f"smoke run, whose numbers mean nothing.")
-    shown, shown_label = live, f"{P.name} (smoke run: numbers meaningless)"
+shown, shown_label = drawn_or_live(page.load(D), live, P, D)
 
 # %% tags=["hide-input"] mystnb={"figure": {"caption": "Test accuracy against images per class (IPC) for gradient matching (gm), the sequential difficulty-aligned variant (dasm, our reading), trajectory matching (tm) and random real images, mean ± std over the evaluation networks of each point. The draft's own figure is not available to us (only its message), so no paper values are drawn.", "name": "fig-dasm-ipc"}, "image": {"alt": "Line chart of test accuracy against images per class, one line per method."}}
 tab = page.table(shown)

@@ -68,12 +68,7 @@ from ddbook.reference import confidence, paper_numbers
 from ddbook.results import Timer
 from ddbook.verdicts import render, summary
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
-D = ddbook.get_profile(draw)
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 
 
 def settings(profile):

@@ -54,12 +54,9 @@ import ddbook
 from ddbook import params, plotting, results
 from ddbook.figures import difficulty_scores as page
 
-params.check_names(globals(), ["profile", "score", "n_show"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
+P, _ = params.page_profiles(globals(), ["profile", "score", "n_show"])  # an unknown -p is an error
 score = params.check("score", score, str, choices=["cscore", "forgetting"])
 n_show = params.check("n_show", n_show, int, low=1, high=16)
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
 print(f"showing the {n_show} easiest and {n_show} hardest training images "
       f"of each class by {score}")
 

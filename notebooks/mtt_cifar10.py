@@ -66,12 +66,7 @@ from ddbook.reference import confidence, paper_numbers
 from ddbook.results import Timer
 from ddbook.verdicts import render, summary
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
-D = ddbook.get_profile(draw)
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 table_paper = [r for r in mtt.paper_rows() if r["where"] == "Table 1"]
 glue("mtt-paper-distilled", " / ".join(f"{r['mean']:.1f}" for r in table_paper
                                        if r["method"] == "MTT"), display=False)

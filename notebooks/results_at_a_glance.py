@@ -41,15 +41,11 @@ draw: str = "quick"  # committed profile whose results the tables read: ci | qui
 from IPython.display import Markdown, display
 
 import ddbook
-from ddbook import params, plotting
+from ddbook import params
 from ddbook.figures import _ledger as ledger
 from ddbook.results import Timer
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-plotting.style()
-P = ddbook.get_profile(profile)
-draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
-D = ddbook.get_profile(draw)
+P, D = params.page_profiles(globals(), ["profile", "draw"], announce=False)  # an unknown -p is an error
 print(f"profile {P.name!r}: this page runs nothing; it reads the results committed at {D.name!r}")
 with Timer() as read_time:
     pages = ledger.ledger(D)

@@ -64,12 +64,7 @@ from ddbook.figures import committed_or_live, selmatch_fig3 as fig3
 from ddbook.reference import confidence, paper_numbers
 from ddbook.verdicts import render, summary
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-draw = params.check("draw", draw, str, choices=list(ddbook.PROFILES))
-D = ddbook.get_profile(draw)
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 
 # %% [markdown]
 # The configuration of the sweep drawn (`quick` unless `draw` says otherwise), and what one network

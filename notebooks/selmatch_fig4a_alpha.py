@@ -58,20 +58,16 @@ draw: str = "quick"  # committed profile to draw beside the live run: quick | gp
 import pandas as pd
 
 import ddbook
-from ddbook import params, plotting, selmatch_scale as sc, verdicts as V
-from ddbook.figures import selmatch_fig4a_alpha as selmatch_alpha
+from ddbook import params, selmatch_scale as sc, verdicts as V
+from ddbook.figures import drawn_or_live, selmatch_fig4a_alpha as selmatch_alpha
 from ddbook.results import Timer
 from myst_nb import glue
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-D = ddbook.get_profile(params.check("draw", draw, str, choices=list(ddbook.PROFILES)))
-plotting.style()
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 script_ratios = (0.05, 0.1, 0.2, 0.3)
 glue("selmatch-script-alpha", " / ".join(f"{sc.paper_setting(r)['alpha']:g}" for r in script_ratios),
      display=False)
 glue("selmatch-script-ratios", " / ".join(f"{100 * r:g}" for r in script_ratios), display=False)
-print(f"profile {P.name!r}: {P.purpose}")
 for prof in (P, D):
     plan = selmatch_alpha.plan(prof)
     print(f"\nthe scale at {prof.name} ({len(plan)} sets):")
@@ -104,17 +100,7 @@ selmatch_alpha.points(live).groupby(["ratio", "alpha"])[["accuracy", "train_loss
 
 # %%
 drawn = selmatch_alpha.load(D)
-n_plan = len(selmatch_alpha.plan(D))
-print(f"{D.name}: {len(drawn.found)} of {n_plan} sets present"
-      + (f"; missing: {', '.join(drawn.missing)}" if drawn.missing else "")
-      + (f"; stale (not drawn): {', '.join(drawn.stale)}" if drawn.stale else ""))
-if drawn.found:
-    shown, shown_label = drawn, D.name
-else:
-    print(f"THE {D.name.upper()} RUNS ARE PENDING: no {D.name} results are committed yet, so "
-          f"nothing below is a {D.name} number. The figure and tables show the live {P.name} "
-          f"smoke run, whose numbers mean nothing.")
-    shown, shown_label = live, f"{P.name} (smoke run: numbers meaningless)"
+shown, shown_label = drawn_or_live(drawn, live, P, D, "figure and tables")
 
 cost = sc.planned_cost(D)
 if cost is None:

@@ -51,11 +51,7 @@ from ddbook import params, plotting, selmatch_scale as sc, verdicts as V
 from ddbook.figures import selmatch_fig4a_alpha as selmatch_alpha, selmatch_table1
 from ddbook.results import Timer
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-D = ddbook.get_profile(params.check("draw", draw, str, choices=list(ddbook.PROFILES)))
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 for prof in (P, D):
     print(f"\nthe scale at {prof.name} ({len(selmatch_table1.plan(prof))} sets of this page, "
           f"{len(selmatch_alpha.plan(prof))} of the α page):")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["check", "check_names"]
+__all__ = ["check", "check_names", "page_profiles"]
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -50,3 +50,23 @@ def check_names(namespace: dict, known: Iterable[str]) -> None:
                          f"{', '.join(repr(u) for u in unknown)}: this notebook takes "
                          f"{', '.join(known)} (papermill -p NAME VALUE; list them with "
                          f"papermill --help-notebook)")
+
+
+def page_profiles(namespace: dict, known: Iterable[str], announce: bool = True):
+    """The start of every page: refuse a papermill parameter the page does not take
+    (:func:`check_names`), resolve ``profile`` (the live run) and, when the page takes it,
+    ``draw`` (the committed profile its figures show) to Profile objects, set the plotting style,
+    and (``announce``) print the live profile and its purpose. Returns ``(P, D)``; ``D`` is None
+    for a page without ``draw``."""
+    from . import plotting
+    from .profiles import PROFILES, get_profile
+
+    known = list(known)
+    check_names(namespace, known)
+    live = get_profile(check("profile", namespace["profile"], str))
+    drawn = (get_profile(check("draw", namespace["draw"], str, choices=list(PROFILES)))
+             if "draw" in known else None)
+    plotting.style()
+    if announce:
+        print(f"profile {live.name!r}: {live.purpose}")
+    return live, drawn

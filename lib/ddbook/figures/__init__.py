@@ -24,9 +24,9 @@ import pkgutil
 from functools import lru_cache
 from types import ModuleType
 
-from ._common import Loaded, as_profile, committed_or_live
+from ._common import Loaded, as_profile, committed_or_live, drawn_or_live
 
-__all__ = ["Loaded", "committed_or_live", "modules", "find", "reproduce", "names", "REQUIRED"]
+__all__ = ["Loaded", "committed_or_live", "drawn_or_live", "modules", "find", "reproduce", "names", "REQUIRED"]
 
 REQUIRED = ("NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts")
 

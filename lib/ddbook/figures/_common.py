@@ -20,6 +20,7 @@ from ..profiles import Profile, get_profile
 from ..results import StaleResultError, load_result
 
 __all__ = ["Loaded", "as_profile", "select", "load_pieces", "run_pieces", "committed_or_live",
+           "drawn_or_live",
            "DistillRun", "has_final_set", "final_set", "display_images", "mean_accuracy"]
 
 
@@ -117,6 +118,20 @@ def committed_or_live(drawn: Loaded, draw: str, live: dict, live_profile: str) -
         print(f"no committed {draw} results yet: drawing the live {live_profile} results instead")
         return live, live_profile
     return drawn.found, draw
+
+
+def drawn_or_live(drawn: Loaded, live: Loaded, live_profile: Profile, draw: Profile,
+                  shows: str = "figure and table") -> tuple[Loaded, str]:
+    """``(drawn, its profile's name)`` when a committed piece is there, else ``(live, a label
+    saying it is the smoke run)``, printing what is present, missing and stale and, for the
+    fallback, that the committed runs are pending and nothing below is a number of that profile."""
+    print(drawn.describe(draw.name))
+    if drawn.found:
+        return drawn, draw.name
+    print(f"THE {draw.name.upper()} RUNS ARE PENDING: no {draw.name} results are committed yet, "
+          f"so nothing below is a {draw.name} number. The {shows} show the live "
+          f"{live_profile.name} smoke run, whose numbers mean nothing.")
+    return live, f"{live_profile.name} (smoke run: numbers meaningless)"
 
 
 def mean_accuracy(result, key: str = "result_at_declared_iteration") -> float:
