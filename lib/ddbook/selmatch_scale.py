@@ -42,7 +42,8 @@ __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "pa
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
            "calibrate", "correct_mixed", "fig3_rows", "fig3_compatible", "fig3_betas",
            "ALPHA_PAGE", "TABLE1_PAGE", "SNAPSHOTS", "snapshot_every", "piece_folder",
-           "final_set", "snapshots", "ensure_set", "expected_snapshots", "paper_alpha_piece", "ipc_of",
+           "final_set", "snapshots", "ensure_set",
+           "expected_snapshots", "paper_alpha_piece", "ipc_of",
            "fig3_correct", "fig3_random_subset",
            "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
 
