@@ -133,6 +133,22 @@ def test_group_accuracy_from_packed_correctness_matches_a_hand_count():
     assert math.isnan(selmatch_table1._groups_of(back, None)["easy_mean"])
 
 
+def test_bootstrap_weights_resample_the_test_examples():
+    from ddbook.coverage import bootstrap_examples
+    x = np.arange(10.0)
+    seen = []
+    means = bootstrap_examples(lambda w: seen.append(w) or (w @ x) / w.sum(1), 10, 150, seed=1,
+                               chunk=64)
+    assert means.shape == (150,) and len(seen) == 3, "chunks of 64, 64 and 22 resamples"
+    w = np.concatenate(seen)
+    assert (w.sum(1) == 10).all() and (w >= 0).all(), "each resample draws n examples"
+    assert 3.0 < means.mean() < 6.0 and means.std() > 0.3, "resampled means scatter around 4.5"
+    assert np.array_equal(means, bootstrap_examples(lambda w: (w @ x) / w.sum(1), 10, 150,
+                                                    seed=1, chunk=64)), "seeded"
+    with pytest.raises(ValueError, match="too few"):
+        bootstrap_examples(lambda w: w.sum(1), 10, 10)
+
+
 # ------------------------------------------------------------------------------------------
 # the verdicts, on synthetic data
 

@@ -98,11 +98,20 @@ def group_accuracy(correct, groups: dict) -> dict:
     return out
 
 
-def bootstrap_examples(stat, n_examples: int, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-    """``stat(index) -> float`` on ``n_boot`` resamples (with replacement) of the test examples,
-    drawn from ``np.random.default_rng(seed)``; returns the (n_boot,) statistics. Every resample
-    is one index array applied to every method and ratio alike (a paired bootstrap)."""
+def bootstrap_examples(stat, n_examples: int, n_boot: int = 2000, seed: int = 0,
+                       chunk: int = 100) -> np.ndarray:
+    """``stat(W) -> (b,)`` on ``n_boot`` resamples (with replacement) of the test examples, drawn
+    from ``np.random.default_rng(seed)``; ``W`` is (b, n_examples) float: how often each example
+    was drawn into each resample (a weighted mean ``W @ x / W.sum(1)`` is the resample's mean of
+    x). Every resample weighs every method and ratio alike (a paired bootstrap). Returns the
+    (n_boot,) statistics; ``stat(np.ones((1, n)))`` is the statistic on the test set itself."""
     if n_boot < 100:
         raise ValueError(f"n_boot={n_boot} is too few; use at least 100")
     rng = np.random.default_rng(seed)
-    return np.array([stat(rng.integers(0, n_examples, n_examples)) for _ in range(n_boot)])
+    out = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n_examples, (b, n_examples)) + n_examples * np.arange(b)[:, None]
+        w = np.bincount(idx.ravel(), minlength=b * n_examples).reshape(b, n_examples)
+        out.append(np.asarray(stat(w.astype(np.float64)), dtype=float))
+    return np.concatenate(out)

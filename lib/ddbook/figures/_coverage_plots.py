@@ -108,19 +108,20 @@ def fig5a(result, shown: str, ours: str):
     import matplotlib.pyplot as plt
     xy, kind, cls = (result.arrays[k] for k in ("xy", "kind", "cls"))
     classes = result.data["classes"]
+    names = result.data.get("class_names", [f"class {c}" for c in classes])
     fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH, 3.5), sharex=True, sharey=True,
                              constrained_layout=True)
     for ax, title, codes in ((axes[0], "MTT", (1,)), (axes[1], "SelMatch", (2, 3))):
         for i, c in enumerate(classes):
-            col = f"C{i + 5}"
+            col = f"C{i}"
             t = (kind == 0) & (cls == c)
-            ax.scatter(xy[t, 0], xy[t, 1], s=3, color=col, alpha=0.35, lw=0,
-                       label=f"test, class {c}" if title == "MTT" else None)
+            ax.scatter(xy[t, 0], xy[t, 1], s=7, color=col, alpha=0.45, lw=0,
+                       label=f"test: {names[i]}" if title == "MTT" else None)
             for code in codes:
                 s = (kind == code) & (cls == c)
                 marker, size, edge = ("X", 42, "k") if code == 3 else ("o", 30, "k")
                 ax.scatter(xy[s, 0], xy[s, 1], s=size, marker=marker, color=col, edgecolor=edge,
-                           lw=0.5, label=(result.data["kinds"][code] if i == 0 else None))
+                           lw=0.6, label=(result.data["kinds"][code] if i == 0 else None))
         ax.set_title(f"{title}: synthetic images over the test set", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
         ax.legend(fontsize=6, loc="lower left")

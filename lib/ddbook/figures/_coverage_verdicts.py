@@ -45,9 +45,10 @@ def covered(loaded, factor: float = 1.0) -> dict:
 
 def boot_verdict(claim: str, stat, n: int, n_boot: int, seed: int, units: str, runs: str,
                  note: str = "") -> V.Verdict:
-    """A Verdict for ``stat(index)`` (> 0 favours the claim): the effect on all test examples,
-    the 95 % percentile interval over ``n_boot`` resamples of them."""
-    effect = float(stat(np.arange(n)))
+    """A Verdict for ``stat(W)`` (> 0 favours the claim; ``W`` (b, n) resample weights, see
+    :func:`ddbook.coverage.bootstrap_examples`): the effect on all test examples, the 95 %
+    percentile interval over ``n_boot`` resamples of them."""
+    effect = float(stat(np.ones((1, n)))[0])
     boot = bootstrap_examples(stat, n, n_boot, seed)
     lo, hi = (float(q) for q in np.quantile(boot, [0.025, 0.975]))
     outcome = V.SUPPORTED if lo > 0 else V.CONTRADICTED if hi < 0 else V.INCONCLUSIVE
@@ -95,17 +96,21 @@ def gradnorm_diffs(data: dict) -> np.ndarray:
     return ((d[:, 1:] + d[:, :-1]) / 2 * np.diff(e)).sum(axis=1) / (e[-1] - e[0])
 
 
-def _gap(cov, grp):
-    easy, hard = grp["easy"], grp["hard"]
+def _mean_in(cov, mask):
+    """``W -> (b,)``: the resampled mean of ``cov`` over the examples in ``mask``."""
+    num, den = cov * mask, mask.astype(float)
+    return lambda w: (w @ num) / (w @ den)
 
-    def gap(idx):
-        c, e, h = cov[idx], easy[idx], hard[idx]
-        return c[e].mean() - c[h].mean()
-    return gap
+
+def _gap(cov, grp):
+    easy, hard = _mean_in(cov, grp["easy"]), _mean_in(cov, grp["hard"])
+    return lambda w: easy(w) - hard(w)
 
 
 def _slope(xs, fns):
-    return lambda idx: np.polyfit(xs, [f(idx) for f in fns], 1)[0]
+    """``W -> (b,)``: the OLS slope over ``xs`` of the statistics ``fns``."""
+    x = np.asarray(xs, dtype=float) - np.mean(xs)
+    return lambda w: (np.stack([f(w) for f in fns], axis=1) @ x) / (x @ x)
 
 
 def _coverage_verdicts(cov: dict, grp: dict, ratios: list, cfg) -> list:
@@ -137,10 +142,9 @@ def _coverage_verdicts(cov: dict, grp: dict, ratios: list, cfg) -> list:
                                 runs=f"{n} test examples x {len(both)} ratios", **boot))
     hard = grp["hard"]
     for r in both:
-        a, b = cov[("selmatch", r)], cov[("mtt", r)]
+        a, b = _mean_in(cov[("selmatch", r)], hard), _mean_in(cov[("mtt", r)], hard)
         out.append(boot_verdict(f"at {r:.0%}, SelMatch covers more of the hard half than MTT",
-                                lambda i, a=a, b=b: 100 * (a[i][hard[i]].mean()
-                                                           - b[i][hard[i]].mean()),
+                                lambda w, a=a, b=b: 100 * (a(w) - b(w)),
                                 units="points", runs=f"{int(hard.sum())} hard test examples",
                                 **boot))
     return out

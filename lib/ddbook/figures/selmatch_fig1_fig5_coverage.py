@@ -339,7 +339,9 @@ def _run_tsne(ctx: _Context, piece: CovPiece):
                         else np.full(int(keep.sum()), code))
             cls.append(s.classes[keep])
         xy = tsne(torch.cat(feats), seed=cfg.seed)
+    names = [ctx.data[0].classes[c] for c in cfg.tsne_classes]
     return _save(ctx, piece, {"ratio": piece.ratio, "classes": list(cfg.tsne_classes),
+                              "class_names": names,
                               "kinds": ["test", "MTT", "SelMatch D_distill", "SelMatch D_select"],
                               "n_points": len(xy)},
                  {"xy": xy.astype(np.float32), "kind": np.concatenate(kind).astype(np.int8),
