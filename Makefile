@@ -1,21 +1,23 @@
 # Two commands do everything on a fresh clone (with ../shared beside it):
-#   make book   build the book into _build/html, executing every notebook at the ci profile
-#   make test   run the tests (unit tests, the book build, papermill, a headless browser)
+#   make book   papermill executes every notebook at the ci profile (JOBS at a time) into
+#               _build/executed/, then the book is built from them into _build/html
+#   make test   run the tests (unit tests, papermill, the book build, a headless browser)
 #   make rerun PAGE=mtt-cifar10 PROFILE=quick [PARAMS="-p draw quick"]
-#               execute one page's notebook at a profile (papermill) into _build/rerun/
-# Both create the environment (.venv, pinned requirements, lib/ editable) when it is missing.
-# `make book` rebuilds every page (--all): Sphinx would otherwise skip unchanged pages and keep
-# outputs computed by an older lib/.
+#               execute one page's notebook at a profile (papermill) into _build/executed/;
+#   make html   then renders the book again, showing that rerun (no notebook is executed)
+# Each creates the environment (.venv, pinned requirements, lib/ editable) when it is missing.
+# `make html` rebuilds every page (--all): Sphinx would otherwise skip unchanged pages.
 
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PROFILE ?= ci
+JOBS    ?= 2
 
 export TQDM_DISABLE = 1
 
-.PHONY: book test env clean rerun
+.PHONY: book html test env clean rerun
 
 env: $(STAMP)
 
@@ -25,6 +27,10 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 book: $(STAMP)
+	$(BIN)/python -m ddbook notebook --all --profile $(PROFILE) --jobs $(JOBS)
+	$(MAKE) html
+
+html: $(STAMP)
 	DDBOOK_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going --all
 
 test: $(STAMP)

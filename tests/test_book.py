@@ -202,9 +202,32 @@ def test_every_page_has_the_favicon(book):
 
 def test_execution_statistics_list_every_notebook(book):
     soup = BeautifulSoup((book.html / "book" / "execution.html").read_text(), "html.parser")
-    rows = [r.get_text(" ", strip=True) for r in soup.select("table tbody tr")]
+    rows = [[c.get_text(" ", strip=True) for c in r.select("td")] for r in soup.select("table tbody tr")]
     for name in (f for f in _toc_files() if f.startswith("notebooks/")):
-        assert any(name in r for r in rows), f"the execution statistics lack {name}: {rows}"
+        mine = [r for r in rows if r[0] == f"{name}.py"]
+        assert len(mine) == 1, f"the execution statistics lack {name}: {rows}"
+        assert mine[0][1] == "ci" and "profile: ci" in mine[0][2], mine[0]
+        assert float(mine[0][4]) > 0, mine[0]
+
+
+def test_every_notebook_page_is_rendered_from_its_papermill_run(book):
+    """papermill executed each page once, through its parameters cell, and the book rendered that
+    executed notebook: the downloaded .ipynb is papermill's, of the page's current source, at ci."""
+    import nbformat
+
+    from ddbook.rerun import source_sha256
+
+    assert "execution_mode='off'" in book.log and "Executing notebook" not in book.log
+    pages = [f for f in _toc_files() if f.startswith("notebooks/")]
+    assert sorted(p.name for p in book.executed.glob("*.ipynb")) == \
+        sorted(f"{f.removeprefix('notebooks/')}.ci.ipynb" for f in pages)
+    for name in pages:
+        nb = nbformat.read(book.html / "_sources" / f"{name}.ipynb", as_version=4)
+        assert nb.metadata.get("papermill", {}).get("parameters", {}).get("profile") == "ci", name
+        record = nb.metadata["ddbook"]
+        assert record["source_sha256"] == source_sha256((REPO / f"{name}.py").read_text()), name
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and 'profile = "ci"' in injected[0].source, name
 
 
 def test_results_inventories_count_the_result_files(book):

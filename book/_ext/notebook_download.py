@@ -3,10 +3,11 @@
 sphinx-book-theme 1.3.0 adds a ``.ipynb`` entry only when a launch provider (Binder, Colab,
 JupyterHub, Thebe) is configured, and only for MyST-Markdown notebooks; this book has no launch
 provider (it is read offline) and its notebooks are jupytext ``.py`` files, so the menu offered
-just ``.py`` and ``.pdf``. myst-nb writes each executed notebook to ``<build>/jupyter_execute/``;
-this extension copies it to ``_sources/<page>.ipynb`` and sets the ``ipynb_source`` context key
-that the theme's download menu reads (the theme adds its buttons at priority 501; this runs at 500).
-The downloaded notebook carries the outputs of this build's execution.
+just ``.py`` and ``.pdf``. This extension copies the notebook the page was rendered from (the one
+papermill executed, chosen by ``executed_notebooks``) to ``_sources/<page>.ipynb`` and sets the
+``ipynb_source`` context key that the theme's download menu reads (the theme adds its buttons at
+priority 501; this runs at 500). The downloaded notebook carries those outputs and papermill's
+record of the run.
 """
 from __future__ import annotations
 
@@ -21,10 +22,9 @@ def _offer_ipynb(app, pagename, templatename, context, doctree):
         return
     if Path(app.env.doc2path(pagename)).suffix not in NOTEBOOK_SUFFIXES:
         return
-    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
-    if not executed.exists():
-        raise FileNotFoundError(f"{executed} is missing: myst-nb did not write the executed "
-                                f"notebook of {pagename}, so its .ipynb download cannot be offered")
+    from executed_notebooks import _chosen
+
+    executed = _chosen(Path(app.env.doc2path(pagename)).read_text())
     target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(executed, target)

@@ -55,14 +55,16 @@ def _summary(rows: list[tuple[str, ...]], walls: list[float | None], where: str)
             dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}", joined(5))
 
 
-def _table(rows: list[tuple[str, ...]]) -> nodes.table:
-    table = nodes.table(classes=["results-inventory"])
-    group = nodes.tgroup(cols=len(COLUMNS))
+def _table(rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS,
+           cls: str = "results-inventory") -> nodes.table:
+    """A docutils table: a header of ``columns``, then one row of text cells per ``rows`` item."""
+    table = nodes.table(classes=[cls])
+    group = nodes.tgroup(cols=len(columns))
     table += group
-    group += [nodes.colspec(colwidth=1) for _ in COLUMNS]
+    group += [nodes.colspec(colwidth=1) for _ in columns]
     head, body = nodes.thead(), nodes.tbody()
     group += [head, body]
-    for cells, parent in [(COLUMNS, head)] + [(r, body) for r in rows]:
+    for cells, parent in [(columns, head)] + [(r, body) for r in rows]:
         row = nodes.row()
         for text in cells:
             entry = nodes.entry()

@@ -234,28 +234,50 @@ def _add_reproduce_parser(sub) -> None:
 
 
 def _cmd_notebook(args) -> int:
-    """Execute a page's notebook at a profile with papermill (``ddbook.rerun``)."""
-    from .rerun import execute
-    path = execute(args.page, args.profile, args.p or [], args.out)
-    print(f"{args.page} at {args.profile}: wrote {path}")
+    """Execute a page's notebook (or every page's, ``--all``) at a profile with papermill
+    (``ddbook.rerun``)."""
+    from .rerun import execute, execute_all
+
+    profile = args.profile
+    if args.all:
+        if args.page or args.p:
+            raise ValueError("--all executes every page with its default parameters: give "
+                             "either PAGE [-p NAME VALUE] or --all")
+        try:
+            execute_all(profile, args.out, args.jobs)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if not args.page:
+        raise ValueError("give a PAGE (python -m ddbook notebook --help lists them) or --all")
+    path = execute(args.page, profile, args.p or [], args.out)
+    print(f"{args.page} at {profile}: wrote {path} (`make html` renders it in the book)")
     return 0
 
 
 def _add_notebook_parser(sub) -> None:
     from .rerun import help_text
 
-    nb = sub.add_parser("notebook", help="execute a page's notebook at a profile with papermill "
-                        "(-p NAME VALUE sets a parameter; --help lists them)",
+    nb = sub.add_parser("notebook", help="execute a page's notebook (or --all) at a profile with "
+                        "papermill (-p NAME VALUE sets a parameter; --help lists them)",
                         description="Execute notebooks/<page>.py (jupytext, papermill) and write "
-                        "the executed notebook to _build/rerun/<notebook>.<profile>.ipynb.",
+                        "the executed notebook to _build/executed/<notebook>.<profile>.ipynb "
+                        "($DDBOOK_EXECUTED overrides the folder), where the book picks it up: "
+                        "`make html` renders, for each page, the newest executed notebook of its "
+                        "current source.",
                         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    nb.add_argument("page", metavar="PAGE", help="a figure NAME or a notebook name (below)")
+    nb.add_argument("page", metavar="PAGE", nargs="?", default=None,
+                    help="a figure NAME or a notebook name (below)")
+    nb.add_argument("--all", action="store_true", help="execute every page (default parameters)")
+    nb.add_argument("--jobs", type=int, default=1, help="with --all: pages executed at once "
+                    "(default 1)")
     nb.add_argument("--profile", default=None, help="ci | quick | gpu | paper (default: "
                     "$DDBOOK_PROFILE, else ci)")
     nb.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"),
                     help="set a parameter of the notebook (repeatable)")
-    nb.add_argument("--out", default=None, help="folder for the executed notebook (default "
-                    "_build/rerun)")
+    nb.add_argument("--out", default=None, help="folder for the executed notebooks (default "
+                    "$DDBOOK_EXECUTED, else _build/executed)")
     nb.set_defaults(run=_cmd_notebook)
 
 

@@ -95,7 +95,7 @@ def score_distributions(values: torch.Tensor, labels: torch.Tensor, classes: Seq
     fig, ax = plt.subplots(figsize=(MAX_WIDTH, 0.42 * len(classes) + 1.0))
     data = [values[labels == c] for c in range(len(classes))]
     palette = sns.color_palette("crest", len(classes))
-    parts = ax.violinplot(data, vert=False, showmedians=True, widths=0.85)
+    parts = ax.violinplot(data, orientation="horizontal", showmedians=True, widths=0.85)
     for body, colour in zip(parts["bodies"], palette):
         body.set_facecolor(colour), body.set_alpha(0.75)
     ax.set_yticks(range(1, len(classes) + 1), classes)

@@ -1,7 +1,18 @@
-"""Rerun one page of the book at a profile, with its parameters: the notebook ``notebooks/<page>.py``
-converted by jupytext and executed by papermill, the executed notebook written to
-``_build/rerun/<notebook>.<profile>.ipynb`` (``python -m ddbook notebook PAGE --profile quick
--p NAME VALUE``, or ``make rerun PAGE=... PROFILE=...``).
+"""Execute the book's pages with papermill: one page at a profile with its parameters
+(``python -m ddbook notebook PAGE --profile quick -p NAME VALUE``, or ``make rerun PAGE=...
+PROFILE=...``), or every page (``python -m ddbook notebook --all --profile ci``, which ``make
+book`` runs before it renders). The notebook ``notebooks/<page>.py`` is converted by jupytext and
+executed by papermill; the executed notebook is written to
+``_build/executed/<notebook>.<profile>.ipynb`` (``$DDBOOK_EXECUTED`` overrides the folder) with
+a ``ddbook`` metadata record: the source's path and SHA-256, the profile, the parameters, when it
+ran and for how long.
+
+The book does not execute notebooks itself: it renders, for each notebook page, the newest
+executed notebook in that folder whose recorded SHA-256 is that of the page's current source
+(:func:`executed_for`, called by the book's reader ``book/_ext/executed_notebooks.py``). So each
+page's work is done once, by papermill, through its parameters cell; a rerun at another profile
+is shown by the next ``make html``; and a page edited since it ran is refused by name, never
+rendered from outdated outputs.
 
 - :func:`notebooks` — {notebook name: path} of every page; :func:`resolve` a page (a figure
   module's NAME or a notebook name) to its notebook;
@@ -9,19 +20,28 @@ converted by jupytext and executed by papermill, the executed notebook written t
   type, default (as written), comment;
 - :func:`coerce` — ``-p NAME VALUE`` strings to the declared types; an unknown name or a value of
   the wrong type is refused before anything runs;
-- :func:`execute` — run it; :func:`help_text` — every page and its parameters, for ``--help``.
+- :func:`execute` — run one; :func:`execute_all` — every page, in worker processes;
+- :func:`executed_for` — the executed notebook the book renders for a page's source;
+- :func:`help_text` — every page and its parameters, for ``--help``.
 """
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import os
 import re
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import paths
 
-__all__ = ["Param", "notebooks", "resolve", "parameters", "coerce", "default_output", "execute",
+__all__ = ["Param", "notebooks", "resolve", "parameters", "coerce", "executed_dir",
+           "default_output", "execute", "execute_all", "source_sha256", "executed_for",
            "help_text"]
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
@@ -122,9 +142,21 @@ def coerce(path: Path, overrides: list[tuple[str, str]]) -> dict:
     return out
 
 
+def executed_dir() -> Path:
+    """Where executed notebooks go and where the book reads them: ``$DDBOOK_EXECUTED``, else
+    ``<repo>/_build/executed``."""
+    folder = paths.env_path("DDBOOK_EXECUTED")
+    return folder if folder is not None else paths.repo_root() / "_build" / "executed"
+
+
 def default_output(path: Path, profile: str) -> Path:
-    """``_build/rerun/<notebook>.<profile>.ipynb`` in the repository."""
-    return paths.repo_root() / "_build" / "rerun" / f"{path.stem}.{profile}.ipynb"
+    """``<executed_dir()>/<notebook>.<profile>.ipynb``."""
+    return executed_dir() / f"{path.stem}.{profile}.ipynb"
+
+
+def source_sha256(text: str) -> str:
+    """The SHA-256 of a notebook's source text (what the executed notebook records)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def execute(page: str, profile: str, overrides: list[tuple[str, str]] = (),
@@ -149,10 +181,12 @@ def execute(page: str, profile: str, overrides: list[tuple[str, str]] = (),
     failed = out.with_name(f"{path.stem}.{profile}.failed.ipynb")
     partial = out.with_name(f".{path.stem}.{profile}.partial.ipynb")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    text = path.read_text()
+    started, t0 = datetime.now(timezone.utc), time.perf_counter()
     try:
-        pm.execute_notebook(jupytext.read(path), str(partial), parameters=values,
-                            cwd=str(path.parent), kernel_name="python3", progress_bar=False,
-                            language="python")
+        pm.execute_notebook(jupytext.reads(text, fmt="py:percent"), str(partial),
+                            parameters=values, cwd=str(path.parent), kernel_name="python3",
+                            progress_bar=False, language="python")
     except pm.PapermillExecutionError as e:
         partial.replace(failed)
         raise RuntimeError(f"{path.stem} at {profile} failed in cell {e.exec_count}: {e.ename}: "
@@ -160,9 +194,113 @@ def execute(page: str, profile: str, overrides: list[tuple[str, str]] = (),
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    import nbformat
+
+    nb = nbformat.read(partial, as_version=4)
+    nb.metadata["ddbook"] = {
+        "source": path.relative_to(paths.repo_root()).as_posix()
+        if path.is_relative_to(paths.repo_root()) else str(path),
+        "source_sha256": source_sha256(text), "profile": profile,
+        "parameters": {k: v for k, v in values.items()},
+        "executed": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 1)}
+    nbformat.write(nb, partial)
     partial.replace(out)
     failed.unlink(missing_ok=True)
     return out
+
+
+def execute_all(profile: str, out_dir: Path | str | None = None, jobs: int = 1,
+                log=print, pages: list[str] | None = None) -> list[Path]:
+    """Execute every notebook page (or ``pages``) at ``profile`` (default parameters), ``jobs`` at a time,
+    each in its own ``python -m ddbook notebook`` process; the longest pages (by their previous
+    run in ``out_dir``, if any) start first. Every page is run even when one fails; then a
+    RuntimeError lists the failures (each page's own one-line error)."""
+    from .profiles import get_profile
+
+    get_profile(profile)                                    # an unknown profile: refused first
+    if jobs < 1:
+        raise ValueError(f"--jobs must be a whole number >= 1, got {jobs}")
+    folder = Path(out_dir) if out_dir is not None else executed_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def previous(stem: str) -> float:
+        try:
+            return float(json.loads((folder / f"{stem}.{profile}.ipynb").read_text())
+                         ["metadata"]["ddbook"]["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+    queue = sorted(notebooks() if pages is None else pages, key=previous, reverse=True)
+    env = {**os.environ, "TQDM_DISABLE": "1", "DDBOOK_PROFILE": profile}
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:   # share the cores, do not oversubscribe
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    running: dict[str, tuple[subprocess.Popen, float]] = {}
+    done, failed = [], []
+    while queue or running:
+        while queue and len(running) < jobs:
+            stem = queue.pop(0)
+            cmd = [sys.executable, "-m", "ddbook", "notebook", stem, "--profile", profile,
+                   "--out", str(folder)]
+            running[stem] = (subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True),
+                             time.perf_counter())
+        time.sleep(0.2)
+        for stem, (proc, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            out, err = proc.communicate()
+            del running[stem]
+            secs = time.perf_counter() - t0
+            if proc.returncode == 0:
+                done.append(folder / f"{stem}.{profile}.ipynb")
+                log(f"{stem} at {profile}: executed in {secs:.0f} s")
+            else:
+                lines = [ln for ln in (err or out).strip().splitlines() if ln.strip()]
+                failed.append(f"{stem}: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+                log(f"{stem} at {profile}: FAILED after {secs:.0f} s")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(done) + len(failed)} pages failed at {profile}: "
+                           + "; ".join(failed))
+    return done
+
+
+def _metadata(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text()).get("metadata", {}).get("ddbook", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def executed_for(text: str, folder: Path | str | None = None) -> Path:
+    """The executed notebook the book renders for a page whose source is ``text``: the newest
+    in ``folder`` (default :func:`executed_dir`) that records this source's SHA-256. A
+    LookupError names the page, says whether it was never executed or changed since it ran,
+    and gives the command that fixes it."""
+    folder = Path(folder) if folder is not None else executed_dir()
+    sha = source_sha256(text)
+    stems = [s for s, p in notebooks().items() if source_sha256(p.read_text()) == sha]
+    page = f"notebooks/{stems[0]}.py" if stems else "this notebook"
+    found, other = [], []
+    for path in sorted(folder.glob("*.ipynb")) if folder.is_dir() else []:
+        if path.name.startswith(".") or path.name.endswith(".failed.ipynb"):
+            continue
+        meta = _metadata(path)
+        if meta.get("source_sha256") == sha:
+            found.append((str(meta.get("executed", "")), path))
+        elif stems and meta.get("source") == page:
+            other.append(path)
+    if found:
+        return max(found)[1]
+    fix = ("run `make book` (papermill executes every page at ci, then the book is built), or "
+           f"`python -m ddbook notebook {stems[0] if stems else 'PAGE'} --profile ci` and then "
+           "`make html`")
+    if other:
+        raise LookupError(f"{page} changed after it was executed ({', '.join(p.name for p in other)} "
+                          f"in {folder} ran an older version of it): {fix}")
+    raise LookupError(f"{page} has no executed notebook in {folder}: the book renders notebooks "
+                      f"executed by papermill and executes none itself; {fix}")
 
 
 def help_text() -> str:
