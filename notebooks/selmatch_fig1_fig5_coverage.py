@@ -224,8 +224,9 @@ V.render(verdict_list)
 #   the paper's CIFAR-100 for Fig. 5; one distilled set per method and ratio;
 # - the random baseline's sets are the Fig. 3 sweep's subsets (hard labels, DSA), whose networks
 #   also give its easy / hard accuracy;
-# - Fig. 5(b) records the norms at about 40 log-spaced epochs (not every epoch), in eval mode and
-#   without augmentation, on the evaluation protocol's networks.
+# - Fig. 5(b) records the norms at about 40 log-spaced epochs, not every epoch (every epoch would
+#   cost about 1.4 process-hours more at `quick`: `CoverageConfig(grad_points=None)`), in eval mode
+#   and without augmentation, on the evaluation protocol's networks.
 #
 # ## Summary
 
