@@ -256,6 +256,13 @@ def test_kept_sets_are_the_evaluated_sets(tiny, cifar10):
         sc.final_set(CI, mtt)
     again = sc.ensure_set(CI, mtt, data, device=CPU)
     assert torch.equal(again.images, kept.images), "remade from its seed: the same set"
+    # a set distilled before its snapshots were asked for is distilled again, keeping them
+    import shutil
+    shutil.rmtree(sc.piece_folder(CI, mtt) / "snapshots")
+    again = sc.ensure_set(CI, mtt, data, device=CPU)
+    assert snapshot_iterations(sc.piece_folder(CI, mtt)) == [0, 1, 2]
+    assert torch.equal(again.images, kept.images)
+    assert torch.equal(sc.snapshots(CI, mtt)[2].images, kept.images)
 
 
 def test_page_end_to_end(tiny, cifar10, monkeypatch):

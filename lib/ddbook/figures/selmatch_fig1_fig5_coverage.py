@@ -189,6 +189,8 @@ def piece_config(profile: Profile, piece: CovPiece) -> dict:
               "universe_per_class": scale.universe_per_class,
               "test_per_class": scale.test_per_class,
               "sources": [sc.piece_config(profile, s) for s in _sources(profile, piece)]}
+    if piece.kind == "iterations":
+        config["snapshots"] = sc.expected_snapshots(profile, _sources(profile, piece)[0])
     if piece.method == "random":
         fig3 = sc._fig3()
         config["fig3_point"] = fig3._point_config(fig3.sweep_config(profile.name), piece.ratio,
