@@ -63,7 +63,7 @@ def fig1b(traj_table, ratio: float, shown: str, ours: str, factor: float = 1.0):
     ax.set_xlabel("distillation iteration")
     ax.set_ylabel(f"coverage (%) at {factor:g} x r")
     ax.set_title(f"coverage during distillation, subset ratio {ratio:.0%}", fontsize=9)
-    ax.legend(fontsize=6.5, ncol=2)
+    ax.legend(fontsize=6.5, ncol=2, loc="best")
     _footer(fig, shown, ours)
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     return fig
