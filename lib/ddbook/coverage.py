@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["nearest_same_class", "coverage_radius", "coverage", "margin", "difficulty_groups",
-           "Coverage"]
+           "Coverage", "group_accuracy", "bootstrap_examples"]
 
 
 def nearest_same_class(query: torch.Tensor, query_labels: torch.Tensor, ref: torch.Tensor,
@@ -76,3 +77,41 @@ def difficulty_groups(margins: torch.Tensor, mode: str = "halves") -> dict:
         lo, hi = torch.quantile(margins.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
         return {"easy": margins >= hi, "hard": margins <= lo}
     raise ValueError(f"unknown grouping {mode!r}; choose 'halves' or 'quartiles'")
+
+
+def group_accuracy(correct, groups: dict) -> dict:
+    """Per network, the accuracy on each group of test examples: ``correct`` (k, N) bool (network
+    r classifies test example j right, :func:`ddbook.evaluate.load_correct`), ``groups`` {name:
+    (N,) bool mask}; returns {name: (k,) float array} (fractions)."""
+    correct = np.asarray(correct, dtype=bool)
+    correct = correct[None] if correct.ndim == 1 else correct
+    out = {}
+    for name, mask in groups.items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != correct.shape[1:]:
+            raise ValueError(f"group {name!r} masks {mask.shape[0]} test examples, but the "
+                             f"correctness covers {correct.shape[1]}: were they made on another "
+                             f"test set?")
+        if not mask.any():
+            raise ValueError(f"group {name!r} is empty")
+        out[name] = correct[:, mask].mean(axis=1)
+    return out
+
+
+def bootstrap_examples(stat, n_examples: int, n_boot: int = 2000, seed: int = 0,
+                       chunk: int = 100) -> np.ndarray:
+    """``stat(W) -> (b,)`` on ``n_boot`` resamples (with replacement) of the test examples, drawn
+    from ``np.random.default_rng(seed)``; ``W`` is (b, n_examples) float: how often each example
+    was drawn into each resample (a weighted mean ``W @ x / W.sum(1)`` is the resample's mean of
+    x). Every resample weighs every method and ratio alike (a paired bootstrap). Returns the
+    (n_boot,) statistics; ``stat(np.ones((1, n)))`` is the statistic on the test set itself."""
+    if n_boot < 100:
+        raise ValueError(f"n_boot={n_boot} is too few; use at least 100")
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n_examples, (b, n_examples)) + n_examples * np.arange(b)[:, None]
+        w = np.bincount(idx.ravel(), minlength=b * n_examples).reshape(b, n_examples)
+        out.append(np.asarray(stat(w.astype(np.float64)), dtype=float))
+    return np.concatenate(out)

@@ -217,11 +217,14 @@ def _check_sets(images, labels, test_images, test_labels, num_classes) -> int:
 
 
 def _run_protocol(protocol: str, config, lr: float, data: tuple, make_optimizer, schedule: dict,
-                  device, batched: bool | None = None) -> EvalResult:
+                  device, batched: bool | None = None, epoch_hook=None) -> EvalResult:
     """Train ``config.runs`` networks with ``make_optimizer(model) -> (opt, sched, epochs)``.
 
     ``batched`` (see :func:`ddbook.batched.use_batched`) trains the runs stacked, as one module;
     either way run r is initialised from seed + r and draws from its own generator.
+    ``epoch_hook(run, epoch, model)`` is called after every epoch of every run (one module per
+    run, so it trains them one after another; it must not change the model or draw from the
+    training generators).
     """
     images, labels, is_selected, test_images, test_labels, num_classes = data
     if config.augment not in AUGMENT_MODES:
@@ -234,9 +237,16 @@ def _run_protocol(protocol: str, config, lr: float, data: tuple, make_optimizer,
             for r in range(config.runs)]
     gens = [torch.Generator().manual_seed(config.seed + r + DATA_SEED_OFFSET)
             for r in range(config.runs)]
-    train = _train_stacked if use_batched(batched, config.network, config.width, config.depth,
-                                          config.runs, device) else _train_each
-    rights, losses, epochs, lrs = train(protocol, config, nets, gens, data, make_optimizer)
+    if epoch_hook is not None and batched:
+        raise ValueError("epoch_hook needs one module per run: pass batched=False (or None)")
+    stacked = epoch_hook is None and use_batched(batched, config.network, config.width,
+                                                 config.depth, config.runs, device)
+    if stacked:
+        rights, losses, epochs, lrs = _train_stacked(protocol, config, nets, gens, data,
+                                                     make_optimizer)
+    else:
+        rights, losses, epochs, lrs = _train_each(protocol, config, nets, gens, data,
+                                                  make_optimizer, epoch_hook)
     steps = epochs * math.ceil(len(images) / config.batch_size)
     accs = tuple(float(r.mean()) for r in rights)
     seeds = tuple(config.seed + r for r in range(config.runs))
@@ -245,17 +255,19 @@ def _run_protocol(protocol: str, config, lr: float, data: tuple, make_optimizer,
                       time.perf_counter() - t0)
 
 
-def _train_each(protocol, config, nets, gens, data, make_optimizer):
+def _train_each(protocol, config, nets, gens, data, make_optimizer, epoch_hook=None):
     """The runs one after another; returns (correct (k, N), losses, epochs, lrs)."""
     images, labels, is_selected, test_images, test_labels, _ = data
     rights, losses = [], []
     for r, (model, gen) in enumerate(zip(nets, gens)):
         opt, sched, epochs = make_optimizer(model)
         lrs = []
-        for _ in progress(range(epochs), f"{protocol} eval run {r}"):
+        for epoch in progress(range(epochs), f"{protocol} eval run {r}"):
             lrs.append(opt.param_groups[0]["lr"])
             loss = train_epoch(model, images, labels, opt, config.batch_size, gen, config.augment,
                                is_selected, sched)
+            if epoch_hook is not None:
+                epoch_hook(r, epoch, model)
         rights.append(correct(model, test_images, test_labels, config.test_batch_size).cpu())
         losses.append(float(loss))
     return torch.stack(rights).numpy(), losses, epochs, lrs
@@ -311,14 +323,17 @@ def evaluate_selmatch(images: torch.Tensor, labels: torch.Tensor, test_images: t
                       config: SelMatchEvalConfig = SelMatchEvalConfig(),
                       num_classes: int | None = None,
                       device: str | torch.device | None = None,
-                      batched: bool | None = None) -> EvalResult:
+                      batched: bool | None = None, epoch_hook=None) -> EvalResult:
     """Evaluate a (selected + distilled) set by the SelMatch protocol; return k runs' results.
 
     Source: SelMatch ``utils.py: evaluate_synset``, ``eval.py`` (papers.md §4.5). ``is_selected``
     (N,) bool marks real selected images (crop + flip); the rest get per-image DSA. It is required
     by ``augment='combined'``. ``ratio`` is the subset ratio (see :func:`subset_ratio`) that sets
     the epochs when ``config.epochs`` is None. ``batched`` as in :func:`evaluate_mtt`.
-    Used in: SelMatch notebooks.
+    ``epoch_hook(run, epoch, model)`` (default off): called after every training epoch, e.g.
+    :class:`ddbook.analysis.GradNormRecorder` (SelMatch Fig. 5b); it trains the runs one after
+    another and changes no number of the evaluation.
+    Used in: SelMatch notebooks, the coverage page (Fig. 5b).
     """
     device = torch.device(device) if device is not None else default_device()
     k = _check_sets(images, labels, test_images, test_labels, num_classes)
@@ -340,4 +355,4 @@ def evaluate_selmatch(images: torch.Tensor, labels: torch.Tensor, test_images: t
                 "reference_epochs": config.reference_epochs, "subset_ratio": ratio}
     return _run_protocol("selmatch", config, config.lr, data,
                          lambda m: selmatch_optimizer(m, epochs, config), schedule, device,
-                         batched)
+                         batched, epoch_hook)

@@ -41,7 +41,7 @@ from .train import classification_loss, default_device, progress
 
 __all__ = ["MatchConfig", "LoopConfig", "UnrollStep", "DistillResult", "DistillationDiverged",
            "start_epoch_bound", "sample_start_epoch", "make_plan", "make_student", "unroll",
-           "param_distance", "matching_loss", "matching_grads", "distill"]
+           "param_distance", "matching_loss", "matching_grads", "distill", "snapshot_iterations"]
 
 
 @dataclass(frozen=True)
@@ -464,7 +464,8 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
             loop: LoopConfig = LoopConfig(), *, evaluate: Callable | None = None,
             folder: str | os.PathLike | None = None, device=None,
             stop_after: int | None = None,
-            callback: Callable[[int, dict], None] | None = None) -> DistillResult:
+            callback: Callable[[int, dict], None] | None = None,
+            snapshot_every: int | None = None) -> DistillResult:
     """Distil ``synset`` by matching ``buffer``'s trajectories; resumable from ``folder``.
 
     Source: MTT ``distill.py`` main loop (papers.md §2.2) with DATM's soft labels, start-epoch
@@ -475,7 +476,12 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
     generator states, history) is written every ``loop.checkpoint_every`` iterations and at each
     evaluation, and a run found there is resumed. ``stop_after=k`` stops after k iterations (as if
     killed). A non-finite loss, step size or pixel raises DistillationDiverged.
-    Used in: presets.run_preset, the distillation notebooks.
+    ``snapshot_every=k`` (needs ``folder``; default off) also keeps the whole set at iteration 0,
+    every k iterations and the last one as ``folder/snapshots/synset_<iteration>.pt``
+    (:func:`snapshot_iterations` lists them); it is an execution option, not part of the run's
+    config (no checkpoint or result depends on it), and it changes no number of the run.
+    Used in: presets.run_preset, selmatch_scale.run_piece (coverage during distillation), the
+    distillation notebooks.
     """
     device = torch.device(device) if device is not None else default_device()
     folder = Path(folder) if folder is not None else None
@@ -489,6 +495,9 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
     student = make_student(model, config.student)
     state = _new_state(synset, config, loop.seed, device)
     record = _config_record(config, loop, synset)
+    if snapshot_every is not None and (folder is None or snapshot_every < 1):
+        raise ValueError(f"snapshot_every={snapshot_every} needs a folder to write into and a "
+                         f"positive number of iterations; pass folder=... or snapshot_every=None")
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         _load_checkpoint(folder, state, record)
@@ -496,6 +505,7 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
     bar = progress(range(state.done, loop.iterations), "distill",
                    total=loop.iterations - state.done)
     for _ in bar:
+        _snapshot(state, synset, folder, snapshot_every)
         if state.done in points and all(p["iteration"] != state.done for p in state.curve):
             _evaluate(state, synset, evaluate, folder)
             if folder is not None:
@@ -514,11 +524,28 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
             if folder is not None:
                 _save_checkpoint(folder, state, record)
             return _result(state, synset, loop, folder, finished=False)
+    _snapshot(state, synset, folder, snapshot_every, last=True)
     if state.done in points and all(p["iteration"] != state.done for p in state.curve):
         _evaluate(state, synset, evaluate, folder)
         if folder is not None:
             _save_checkpoint(folder, state, record)
     return _result(state, synset, loop, folder, finished=True)
+
+
+def _snapshot(state: _State, template: SyntheticSet, folder: Path | None, every: int | None,
+              last: bool = False) -> None:
+    """Keep the set at this iteration when it is due (every k, and the last) and not yet kept."""
+    if every is None or not (last or state.done % every == 0):
+        return
+    path = folder / "snapshots" / f"synset_{state.done:06d}.pt"
+    if not path.exists():   # a resumed run keeps the snapshots written before the interruption
+        save_synset(path, _as_synset(state, template, state.done))
+
+
+def snapshot_iterations(folder: str | os.PathLike) -> list[int]:
+    """The iterations whose set :func:`distill` kept in ``folder`` (``snapshot_every``), sorted."""
+    return sorted(int(p.stem.split("_")[1]) for p in (Path(folder) / "snapshots").glob(
+        "synset_*.pt"))
 
 
 def _result(state: _State, template: SyntheticSet, loop: LoopConfig, folder: Path | None,

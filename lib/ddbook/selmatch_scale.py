@@ -41,7 +41,10 @@ __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "pa
            "alpha_plan", "table1_plan", "piece_config", "run_piece", "run_pieces", "load_pieces",
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
            "calibrate", "correct_mixed", "fig3_rows", "fig3_compatible", "fig3_betas",
-           "ALPHA_PAGE", "TABLE1_PAGE",
+           "ALPHA_PAGE", "TABLE1_PAGE", "SNAPSHOTS", "snapshot_every", "piece_folder",
+           "final_set", "snapshots", "ensure_set",
+           "expected_snapshots", "paper_alpha_piece", "ipc_of",
+           "fig3_correct", "fig3_random_subset",
            "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
 
 ALPHA_PAGE, TABLE1_PAGE = "selmatch_alpha", "selmatch_table1"
@@ -50,6 +53,11 @@ CIFAR10_PER_CLASS = 5000        # the paper's N_c: subset ratio r is IPC = r * 5
 # how initial sets are made (bump when that code changes, so older results read as stale);
 # 2: DATM's correct-image init and soft labels from BN experts in shuffled (all-class) chunks
 INIT_VERSION = 2
+
+# the coverage page (SelMatch Fig. 1b): at this subset ratio, the sets of MTT and of SelMatch at
+# the paper's α are kept every k distillation iterations in the cache ((ratio, k) per profile);
+# an execution option, not part of any piece's config (it changes no number)
+SNAPSHOTS = {"ci": (0.1, 1), "quick": (0.1, 50), "gpu": (0.1, 50), "paper": (0.1, 1000)}
 
 
 @dataclass(frozen=True)
@@ -380,11 +388,103 @@ def _folder(profile: Profile, piece: Piece):
         f"{piece.page}-{piece.name}-{config_hash(piece_config(profile, piece))}"
 
 
+def piece_folder(profile: Profile, piece: Piece):
+    """The piece's folder in the cache: its distillation checkpoint, its final set
+    (``synset_final.pt``) and, for the pieces of :func:`snapshot_every`, ``snapshots/``."""
+    return _folder(profile, piece)
+
+
+def snapshot_every(profile: Profile, piece: Piece) -> int | None:
+    """Every how many iterations the set of ``piece`` is kept during its distillation (coverage
+    against iteration, SelMatch Fig. 1b): MTT and SelMatch at the paper's α, at the profile's
+    :data:`SNAPSHOTS` ratio only; None for every other piece (and every set not distilled)."""
+    ratio, every = SNAPSHOTS[profile.name]
+    if not (piece.distills and math.isclose(piece.ratio, ratio)):
+        return None
+    if piece.method == "mtt" or (piece.method == "selmatch"
+                                 and piece.name == paper_alpha_piece(profile, ratio).name):
+        return every
+    return None
+
+
+def _make_set(profile: Profile, piece: Piece, data, buffer, device, stop_after=None):
+    """(the piece's final set, or None when ``stop_after`` stopped it; how the initial set was
+    made; the DistillResult or None). The final set is kept in :func:`piece_folder`."""
+    from .matching import distill
+    from .synset import save_synset
+    scale = scale_config(profile)
+    synset, info = initial_set(scale, piece, data, buffer)
+    folder = _folder(profile, piece)
+    if piece.distills and len(synset) > synset.num_selected:
+        res = distill(synset, buffer, match_config(scale, piece), loop_config(scale),
+                      folder=folder, device=device, stop_after=stop_after,
+                      snapshot_every=snapshot_every(profile, piece))
+        return (res.synset if res.finished else None), info, res
+    save_synset(folder / "synset_final.pt", synset)   # nothing distilled: the initial set
+    return synset, info, None
+
+
+def final_set(profile: Profile, piece: Piece):
+    """The final set of ``piece`` (a SyntheticSet: images, labels, classes, is_selected), read
+    from its cache folder; FileNotFoundError naming the fix when it is not there."""
+    from .synset import load_synset
+    path = _folder(profile, piece) / "synset_final.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"the set of {piece.page}/{piece.name} at {profile.name} is not "
+                                f"in the cache ({path}); recreate it with ensure_set (python -m "
+                                f"ddbook reproduce selmatch-coverage --profile {profile.name} "
+                                f"does this)")
+    return load_synset(path)
+
+
+def snapshots(profile: Profile, piece: Piece) -> dict:
+    """{iteration: set} of the snapshots kept while ``piece`` was distilled (empty if none)."""
+    from .matching import snapshot_iterations
+    from .synset import load_synset
+    folder = _folder(profile, piece)
+    return {it: load_synset(folder / "snapshots" / f"synset_{it:06d}.pt")
+            for it in snapshot_iterations(folder)}
+
+
+def ensure_set(profile: Profile, piece: Piece, data=None, buffer=None, device=None):
+    """The final set of ``piece``, remade into its cache folder when it is missing there (a set
+    not distilled is rebuilt from its seed; a distillation resumes from its checkpoint, or reruns
+    from its seed, with its snapshots): the same set its results were evaluated on, on the same
+    kind of machine (CPU runs are bit-reproducible)."""
+    from .matching import snapshot_iterations
+    folder = _folder(profile, piece)
+    want = expected_snapshots(profile, piece)
+    have = snapshot_iterations(folder)
+    if (folder / "synset_final.pt").exists() and have == want:
+        return final_set(profile, piece)
+    if have != want and (folder / "checkpoint.pt").exists():
+        # distilled before its snapshots were asked for: distil again from iteration 0 (the same
+        # seed, so the same set on this kind of machine), keeping them this time
+        for f in [folder / "checkpoint.pt", folder / "synset_final.pt",
+                  *(folder / "snapshots").glob("synset_*.pt")]:
+            f.unlink(missing_ok=True)
+    scale = scale_config(profile)
+    data = data or universe(scale)
+    if buffer is None and piece.needs_experts:
+        buffer = experts(scale, data, device)
+    print(f"remaking the set of {piece.page}/{piece.name} at {profile.name} in the cache")
+    return _make_set(profile, piece, data, buffer, device)[0]
+
+
+def expected_snapshots(profile: Profile, piece: Piece) -> list[int]:
+    """The iterations whose set a finished distillation of ``piece`` keeps ([] if none)."""
+    every = snapshot_every(profile, piece)
+    if every is None:
+        return []
+    n = scale_config(profile).iterations
+    return sorted({*range(0, n + 1, every), n})
+
+
 def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=None,
               stop_after: int | None = None):
     """Make (distil if it distils) and evaluate one piece; write its results; return the path
-    (None when ``stop_after`` stopped the distillation early: nothing is written then)."""
-    from .matching import distill
+    (None when ``stop_after`` stopped the distillation early: nothing is written then). The
+    final set stays in the cache (:func:`final_set`)."""
     from .train import default_device
 
     scale = scale_config(profile)
@@ -393,22 +493,20 @@ def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=Non
     data = data or universe(scale)
     if buffer is None and piece.needs_experts:
         buffer = experts(scale, data, device)
-    synset, info = initial_set(scale, piece, data, buffer)
+    t1 = time.perf_counter()
+    synset, info, res = _make_set(profile, piece, data, buffer, device, stop_after)
+    if synset is None:
+        return None
     out = {"piece": piece.name, "page": piece.page, "method": piece.method, "ratio": piece.ratio,
            "ipc": ipc_of(scale, piece.ratio), "alpha": piece.alpha, "beta": piece.beta,
            "n_images": len(synset), "n_selected": synset.num_selected,
            "n_distilled": len(synset) - synset.num_selected, "init": info,
-           "soft_labels": synset.soft}
+           "soft_labels": synset.soft, "snapshot_every": snapshot_every(profile, piece)}
     loss = None
     if piece.distills and out["n_distilled"] == 0:
         out["init"]["note"] = "floor(alpha * IPC) = 0: nothing to distil, the window alone"
-    if piece.distills and out["n_distilled"] > 0:
-        match, loop = match_config(scale, piece), loop_config(scale)
-        t1 = time.perf_counter()
-        res = distill(synset, buffer, match, loop, folder=_folder(profile, piece), device=device,
-                      stop_after=stop_after)
-        if not res.finished:
-            return None
+    if res is not None:
+        match = match_config(scale, piece)
         h = res.history
         applied = sum(not s for s in h["skipped"])
         loss = torch.tensor(h["loss"])
@@ -421,7 +519,6 @@ def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=Non
                    syn_lr_final=h["syn_lr"][-1],
                    seconds_per_iteration_median=statistics.median(h["seconds"]),
                    distill_wall_s=time.perf_counter() - t1)
-        synset = res.synset
     else:
         out.update(iterations=0, iterations_applied=0, updates_per_distilled_image=None)
     ev = evaluate_selmatch(synset.images, synset.labels, data[5], data[6], synset.is_selected,
@@ -533,6 +630,36 @@ def fig3_betas(profile: Profile, ratio: float) -> list[float]:
     fig3 = _fig3()
     return sorted({b for r, b, _ in fig3.sweep_points(fig3.sweep_config(profile.name))
                    if b is not None and math.isclose(r, ratio)})
+
+
+def fig3_correct(profile: Profile) -> dict:
+    """{(ratio, β or None for random, run): (N_test,) bool} per-test-example correctness of every
+    current Fig. 3 network at this scale's ratios (empty when the sweep is not comparable)."""
+    from .evaluate import load_correct
+    if fig3_compatible(profile) is not None:
+        return {}
+    out = {}
+    for p in _fig3().plan(profile):
+        if not any(math.isclose(p.ratio, r) for r in scale_config(profile).ratios):
+            continue
+        try:
+            res = p.load(profile)
+        except StaleResultError:
+            continue
+        if res is not None:
+            out[(p.ratio, p.beta, p.run_index)] = load_correct(res)[0]
+    return out
+
+
+def fig3_random_subset(profile: Profile, ratio: float, run: int, data) -> torch.Tensor:
+    """The universe indices of the Fig. 3 sweep's random subset at ``ratio``, network ``run``
+    (the sweep's own draw, recomputed from its seed; ``data``: :func:`universe`)."""
+    why = fig3_compatible(profile)
+    if why is not None:
+        raise ValueError(f"no Fig. 3 random subset to share: {why}")
+    fig3 = _fig3()
+    config = fig3.sweep_config(profile.name)
+    return fig3._point_setup(data[0], config, ratio, None, run, fig3._data(data[0], config))[0]
 
 
 def random_by_ratio(profile: Profile) -> dict:

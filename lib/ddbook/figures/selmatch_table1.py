@@ -94,9 +94,21 @@ def _paper(ratio: float, row: str):
     return found[0] if found else None
 
 
-def _row(ratio, label, source, accs, losses, note=""):
+def _groups_of(correct, groups) -> dict:
+    """Mean and std over networks of the accuracy on the easy and the hard test half (fractions;
+    NaN without correctness or groups)."""
+    if groups is None or correct is None or not len(correct):
+        return {f"{g}_{s}": math.nan for g in ("easy", "hard") for s in ("mean", "std")}
+    from ..coverage import group_accuracy
+    acc = group_accuracy(np.asarray(correct), groups)
+    return {**{f"{g}_mean": float(acc[g].mean()) for g in ("easy", "hard")},
+            **{f"{g}_std": float(acc[g].std()) for g in ("easy", "hard")}}
+
+
+def _row(ratio, label, source, accs, losses, note="", correct=None, groups=None):
     p = _paper(ratio, label)
     return {"ratio": ratio, "row": label, "source": source, "accuracies": list(accs),
+            **_groups_of(correct, groups),
             "mean": float(np.mean(accs)) if len(accs) else math.nan,
             "std": float(np.std(accs)) if len(accs) else math.nan, "n": len(accs),
             "max_train_loss": float(np.max(losses)) if len(losses) else math.nan,
@@ -105,9 +117,25 @@ def _row(ratio, label, source, accs, losses, note=""):
             "paper_confidence": None if p is None else p["confidence"], "note": note}
 
 
-def rows(loaded, profile: Profile) -> tuple[list[dict], list[str]]:
-    """(one dict per table row, notes on what is missing or not comparable)."""
+def rows(loaded, profile: Profile, groups: dict | None = None) -> tuple[list[dict], list[str]]:
+    """(one dict per table row, notes on what is missing or not comparable). With ``groups``
+    ({"easy", "hard"} test masks, ``selmatch_fig1_fig5_coverage.groups``) every row also gets
+    its networks' accuracy on the easy and the hard half (``easy_mean``, ``hard_std``, ...)."""
+    from ..evaluate import load_correct
     notes = []
+    fig3_correct = {_key(*k): v for k, v in
+                    (sc.fig3_correct(profile) if groups is not None else {}).items()}
+
+    def f3(ratio, beta, runs):   # the Fig. 3 networks' correctness, when all of them are there
+        c = [fig3_correct.get(_key(ratio, beta, r)) for r in runs]
+        return None if any(x is None for x in c) else np.stack(c)
+
+    def piece(name, nets=None):
+        r = loaded.found.get(name)
+        if groups is None or r is None:
+            return None
+        c = load_correct(r)
+        return c if nets is None else c[nets]
     fig3, fig3_missing, why = sc.fig3_rows(profile)
     if why:
         notes.append(f"random and window rows not drawn: {why}")
@@ -119,12 +147,15 @@ def rows(loaded, profile: Profile) -> tuple[list[dict], list[str]]:
         ps = sc.paper_setting(ratio)
         if fig3 is not None and len(fig3):
             rnd, by_beta, losses = _fig3_points(fig3, ratio)
+            runs = _fig3_runs(fig3, ratio)
             if rnd:
-                out.append(_row(ratio, "random", "Fig. 3 sweep (DSA)", rnd, losses.get(None, [])))
+                out.append(_row(ratio, "random", "Fig. 3 sweep (DSA)", rnd, losses.get(None, []),
+                                correct=f3(ratio, None, runs[None]), groups=groups))
             pb = next((b for b in by_beta if math.isclose(b, ps["beta"])), None)
             if pb is not None:
                 out.append(_row(ratio, "window (paper β)", "Fig. 3 sweep (DSA)", by_beta[pb],
-                                losses.get(pb, []), f"β = {ps['beta']}"))
+                                losses.get(pb, []), f"β = {ps['beta']}",
+                                f3(ratio, pb, runs[pb]), groups))
             elif any(math.isclose(b, ps["beta"]) for b in sc.fig3_betas(profile, ratio)):
                 notes.append(f"{ratio:.0%}: the Fig. 3 sweep's window at the paper's β "
                              f"{ps['beta']} is not finished yet")
@@ -133,29 +164,47 @@ def rows(loaded, profile: Profile) -> tuple[list[dict], list[str]]:
                              f"grid at {profile.name}")
             held, picks = crossfit(by_beta)
             if held:
+                c = [f3(ratio, p, [runs[p][r]]) for r, p in enumerate(picks)]
                 out.append(_row(ratio, "window (best β, cross-fitted)", "Fig. 3 sweep (DSA)",
                                 held, [], "picks per held-out run: " + ", ".join(
-                                    f"{p:.1f}" for p in picks)))
+                                    f"{p:.1f}" for p in picks),
+                                None if any(x is None for x in c) else np.concatenate(c), groups))
         for label, suffix, source in (("MTT", "mtt", "this page"), ("DATM", "datm", "this page"),
                                       ("random real + DATM soft labels", "random-softlabels",
                                        "this page")):
             r = loaded.found.get(f"r{ratio:.2f}_{suffix}")
             if r is not None:
                 out.append(_row(ratio, label, source, r.data["accuracies"], r.data["train_loss"],
-                                _updates_note(r)))
+                                _updates_note(r), piece(f"r{ratio:.2f}_{suffix}"), groups))
         sp = sc.paper_alpha_piece(profile, ratio)
         r = loaded.found.get(sp.name)
         if r is not None:
             out.append(_row(ratio, "SelMatch (paper α, β)", "α page" if sp.page == sc.ALPHA_PAGE
                             else "this page", r.data["accuracies"], r.data["train_loss"],
-                            f"α = {ps['alpha']}, β = {ps['beta']}; " + _updates_note(r)))
+                            f"α = {ps['alpha']}, β = {ps['beta']}; " + _updates_note(r),
+                            piece(sp.name), groups))
         t = {a: v for a, v in alpha_t.get(ratio, {}).items() if a > 0}
         held, picks = crossfit(t)
         if held:
+            c = [piece(f"r{ratio:.2f}_a{p:.1f}", r) for r, p in enumerate(picks)]
             out.append(_row(ratio, "SelMatch (best α, cross-fitted)", "α page", held, [],
                             "picks per held-out network: " + ", ".join(f"{p:.1f}" for p in picks)
-                            + f"; β = {ps['beta']}"))
+                            + f"; β = {ps['beta']}",
+                            None if any(x is None for x in c) else np.stack(c), groups))
     return out, notes
+
+
+def _key(ratio: float, beta, run: int) -> tuple:
+    return round(ratio, 6), None if beta is None else round(float(beta), 6), int(run)
+
+
+def _fig3_runs(table, ratio: float) -> dict:
+    """{β or None (random): [run indices, in the order _fig3_points lists the accuracies]}."""
+    t = table[np.isclose(table["ratio"], ratio)]
+    out = {None: list(t[t["beta"].isna()].sort_values("run")["run"])}
+    for b, g in t[t["beta"].notna()].groupby("beta"):
+        out[float(b)] = list(g.sort_values("run")["run"])
+    return out
 
 
 def _updates_note(r) -> str:
