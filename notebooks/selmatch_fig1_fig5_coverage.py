@@ -50,17 +50,13 @@ draw: str = "quick"  # committed profile to draw beside the live run: quick | gp
 import pandas as pd
 
 import ddbook
-from ddbook import params, plotting, selmatch_scale as sc, verdicts as V
-from ddbook.figures import _coverage_plots as plots, selmatch_fig1_fig5_coverage as cov
+from ddbook import params, selmatch_scale as sc, verdicts as V
+from ddbook.figures import _coverage_plots as plots, drawn_or_live, selmatch_fig1_fig5_coverage as cov
 from ddbook.figures import selmatch_fig4a_alpha as selmatch_alpha, selmatch_table1
 from ddbook.results import Timer
 from myst_nb import glue
 
-params.check_names(globals(), ["profile", "draw"])  # papermill: an unknown -p is an error
-P = ddbook.get_profile(profile)
-D = ddbook.get_profile(params.check("draw", draw, str, choices=list(ddbook.PROFILES)))
-plotting.style()
-print(f"profile {P.name!r}: {P.purpose}")
+P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is an error
 for prof in (P, D):
     print(f"\nat {prof.name}: {len(cov.plan(prof))} pieces of this page; " + cov.feature_label(prof))
     for line in sc.describe_scale(prof):
@@ -92,15 +88,8 @@ cov.coverage_table(live).round(3)
 
 # %%
 drawn = cov.load(D)
-print(drawn.describe(D.name))
-if drawn.found:
-    shown, SP = drawn, D
-else:
-    print(f"THE {D.name.upper()} RUNS ARE PENDING: no {D.name} results are committed yet, so "
-          f"nothing below is a {D.name} number. The figures and tables show the live {P.name} "
-          f"smoke run, whose numbers mean nothing.")
-    shown, SP = live, P
-shown_label = SP.name if SP is D else f"{P.name} (smoke run: numbers meaningless)"
+shown, shown_label = drawn_or_live(drawn, live, P, D, "figures and tables")
+SP = D if shown is drawn else P
 ours = cov.feature_label(SP)
 features = shown.found.get("features")
 if features is not None:

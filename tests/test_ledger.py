@@ -114,7 +114,7 @@ def test_the_page_types_no_numbers():
     body = text.split("# ---", 2)[2]                           # after the jupytext header
     body = re.sub(r":\.\d+f", "", body)                        # format specs, not numbers
     assert not re.search(r"\d", body), "the ledger page must not type numbers: draw them from results"
-    assert 'tags=["parameters"]' in text and 'params.check_names(globals(), ["profile", "draw"])' in text
+    assert 'tags=["parameters"]' in text and 'params.page_profiles(globals(), ["profile", "draw"]' in text
 
 
 def test_outcome_bars_draw_the_counts_and_pending(tmp_path, monkeypatch, quick):

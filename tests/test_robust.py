@@ -223,10 +223,10 @@ def test_every_notebook_checks_its_parameter_names(notebook):
     text = notebook.read_text()
     cell = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
     declared = re.findall(r"^(\w+)\s*:\s*\w+\s*=", cell, re.M)
-    checked = re.search(r"params\.check_names\(globals\(\), \[(.*?)\]\)", text)
+    checked = re.search(r"params\.page_profiles\(globals\(\), \[(.*?)\]", text)
     assert checked, f"{notebook.name} does not refuse unknown papermill parameters"
     assert re.findall(r'"(\w+)"', checked.group(1)) == declared, \
-        f"{notebook.name}: check_names lists {checked.group(1)}, the cell declares {declared}"
+        f"{notebook.name}: page_profiles lists {checked.group(1)}, the cell declares {declared}"
 
 
 # ------------------------------------------------------------------------------------------
