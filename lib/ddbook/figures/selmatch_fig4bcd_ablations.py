@@ -27,7 +27,8 @@ so ``python -m ddbook reproduce selmatch-ablations --profile quick`` resumes. ``
 any missing source piece of the α page or Table 1 (into their own results).
 
 Cost. :func:`planned_cost` prices each piece from **unit costs measured on this machine**
-(:func:`measure_units`, committed as ``results/ci/selmatch_ablations/unit_costs.json``: CPU seconds
+(:func:`measure_units`, committed as ``benchmarks/results/units/ci/selmatch_ablations/
+unit_costs.json``: CPU seconds
 per image-step of a width-32 distillation unroll, per SGD step of an evaluation network, per
 expert image-epoch, BN and IN) and the quick plan's sizes; the page prints it. See
 :data:`ABLATIONS` for the sizes; the figures, in process-minutes, are in the notebook and the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -61,7 +63,8 @@ MODES = {"combined": "combined (crop+flip on selected, DSA on distilled)",
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "AblationConfig",
            "ABLATIONS", "ablation_config", "AblPiece", "tplus_epoch", "expert_curves",
            "aug_table", "norm_table", "tplus_table", "proofs", "measure_units", "unit_costs",
-           "planned_cost", "MODES", "IN_NETWORK", "GPU_ESTIMATE_MIN"]
+           "planned_cost", "source_cost", "figure", "MODES", "IN_NETWORK",
+           "GPU_ESTIMATE_MIN"]
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,11 @@ def _run_experts(ctx: _Context, piece: AblPiece):
                  wall=time.perf_counter() - t0 + sum(curves["expert_wall_s"]))
 
 
+def _folder(profile: Profile, tag: str):
+    """A distillation's folder in the cache (checkpoint, final set, its record)."""
+    return paths.cache_dir() / PAGE / profile.name / tag
+
+
 def _distilled_set(ctx: _Context, piece: AblPiece, src) -> tuple:
     """(set, record): the source's window distilled again with this piece's experts / T+; the
     set is kept in the cache (two norm pieces share one distillation) and resumes from its
@@ -302,7 +310,7 @@ def _distilled_set(ctx: _Context, piece: AblPiece, src) -> tuple:
     match, loop = sc.match_config(scale, src), sc.loop_config(scale)
     key = {"source": sc.piece_config(ctx.profile, src), "match": asdict(match),
            "loop": asdict(loop), "experts": asdict(sc.expert_config(scale))}
-    folder = paths.cache_dir() / PAGE / ctx.profile.name / f"{src.name}-{config_hash(key)}"
+    folder = _folder(ctx.profile, f"{src.name}-{config_hash(key)}")
     record["cache_folder"] = folder.name
     if (folder / "synset_final.pt").exists() and (folder / "record.pt").exists():
         return load_synset(folder / "synset_final.pt"), torch.load(folder / "record.pt",
@@ -511,14 +519,20 @@ def _tplus_verdicts(tp) -> list:
 UNITS_NAME = f"{PAGE}/unit_costs"
 
 
-def measure_units(width: int = 32, set_sizes=(250, 1000), iterations: int = 2,
-                  eval_steps: int = 20, expert_epochs: int = 1, device=None):
+def _units_root():
+    """``benchmarks/results/units``: measurements, not a page's results (force-added to git: the
+    ``ci`` folder name is ignored elsewhere)."""
+    return paths.repo_root() / "benchmarks" / "results" / "units"
+
+
+def measure_units(width: int = 32, set_sizes=(250, 1000), iterations: int = 3,
+                  eval_steps: int = 30, expert_epochs: int = 3, device=None):
     """Measure the plan's unit costs in CPU seconds at the quick scale model's **network width**
     on the ci universe (60 images per class: seconds, not minutes): one BN and one IN expert of
     ``expert_epochs`` epochs (CPU s per image-epoch), ``iterations`` distillation iterations of a
     set of each of ``set_sizes`` images (N = 10 unroll steps of n/10, CPU s per image-step), and
     ``eval_steps`` SGD steps of 128 of a ConvNet-BN and a ConvNet-IN evaluation network under each
-    augmentation mode (CPU s per step). Written to ``results/ci/<page>/unit_costs.json``."""
+    augmentation mode (CPU s per step). Written under ``benchmarks/results/units/``."""
     from ..data import normalize
     from ..evaluate import SelMatchEvalConfig, evaluate_selmatch
     from ..experts import ExpertConfig, train_experts
@@ -526,21 +540,23 @@ def measure_units(width: int = 32, set_sizes=(250, 1000), iterations: int = 2,
     from ..synset import from_indices, per_class_random
     from ..train import default_device
     device = torch.device(device) if device is not None else default_device()
+    t0 = time.perf_counter()
     base = sc.SCALE_MODELS["ci"]
     data = sc.universe(base)
     _, _, _, x, y, xt, yt = data
     gen = torch.Generator().manual_seed(0)
     out = {"width": width, "torch_threads": torch.get_num_threads(),
            "load_average_before": os.getloadavg()}
-    buffers = {}
-    for norm, net in (("bn", "ConvNetBN"), ("in", IN_NETWORK)):
-        cfg = ExpertConfig(network=net, width=width, epochs=expert_epochs, lr=0.01,
-                           batch_size=256, augment="none", seed=0)
-        c0 = time.process_time()
-        buffers[norm] = train_experts(cfg, x, y, 1, xt[:100], yt[:100], num_classes=10,
-                                      device=device)
-        out[f"expert_cpu_s_per_image_epoch_{norm}"] = \
-            (time.process_time() - c0) / (len(x) * expert_epochs)
+    buffers, tmp = {}, tempfile.TemporaryDirectory()   # never the cache: always trained here
+    for rep in ("warm-up", "measured"):
+        for norm, net in (("bn", "ConvNetBN"), ("in", IN_NETWORK)):
+            cfg = ExpertConfig(network=net, width=width, epochs=expert_epochs, lr=0.01,
+                               batch_size=256, augment="none", seed=0)
+            c0 = time.process_time()
+            buffers[norm] = train_experts(cfg, x, y, 1, xt[:100], yt[:100], num_classes=10,
+                                          device=device, folder=f"{tmp.name}/{rep}-{norm}")
+            out[f"expert_cpu_s_per_image_epoch_{norm}"] = \
+                (time.process_time() - c0) / (len(x) * expert_epochs)
     for norm in ("bn", "in"):
         for n in set_sizes:
             ipc = n // 10
@@ -549,7 +565,9 @@ def measure_units(width: int = 32, set_sizes=(250, 1000), iterations: int = 2,
             s = from_indices(x, y, idx, None, 0.001)
             match = MatchConfig(syn_steps=10, expert_epochs=1, batch_syn=math.ceil(n / 10),
                                 lr_img=1000.0, lr_lr=1e-5, max_start_epoch=1)
-            c0 = time.process_time()
+            distill(s, buffers[norm], match, LoopConfig(iterations=1, eval_every=None,
+                                                        eval_at=(), seed=0), device=device)
+            c0 = time.process_time()       # after a one-iteration warm-up
             distill(s, buffers[norm], match, LoopConfig(iterations=iterations, eval_every=None,
                                                         eval_at=(), seed=0), device=device)
             out[f"distill_cpu_s_per_image_step_{norm}_n{n}"] = \
@@ -568,15 +586,17 @@ def measure_units(width: int = 32, set_sizes=(250, 1000), iterations: int = 2,
                               num_classes=10, device=device)
             out[f"eval_cpu_s_per_step_{norm}_{mode}"] = (time.process_time() - c0) / eval_steps
     out["load_average_after"] = os.getloadavg()
+    tmp.cleanup()
     config = {"width": width, "set_sizes": list(set_sizes), "iterations": iterations,
               "eval_steps": eval_steps, "expert_epochs": expert_epochs, "version": VERSION}
-    return save_result(UNITS_NAME, "ci", out, config, [0], 0.0, device)
+    return save_result(UNITS_NAME, "ci", out, config, [0], time.perf_counter() - t0, device,
+                       root=_units_root())
 
 
 def unit_costs():
     """The committed unit costs (a Result), or None."""
     try:
-        return load_result(UNITS_NAME, "ci", missing_ok=True)
+        return load_result(UNITS_NAME, "ci", missing_ok=True, root=_units_root())
     except StaleResultError:
         return None
 
@@ -607,10 +627,11 @@ def planned_cost(profile: Profile, units=None) -> list[dict] | None:
         if p.kind == "experts":
             m = (u[f"expert_cpu_s_per_image_epoch_{p.distil_norm}"] * scale.n_experts *
                  scale.expert_epochs * 10 * scale.universe_per_class / 60)
-            if p.distil_norm == "bn":
-                m = 0.0        # the α page's buffer: made (and paid for) there
-            rows.append({"piece": p.name, "what": f"{scale.n_experts} {p.distil_norm.upper()} "
-                         f"experts x {scale.expert_epochs} epochs", "cpu_min": m})
+            what = f"{scale.n_experts} {p.distil_norm.upper()} experts x {scale.expert_epochs} epochs"
+            if p.distil_norm == "bn":      # the α page's buffer: made (and paid for) there
+                what += f" (the α page's buffer; its cost there: {m:.0f} min)"
+                m = 0.0
+            rows.append({"piece": p.name, "what": what, "cpu_min": m})
             continue
         n = 10 * sc.ipc_of(scale, p.ratio)
         m, what = eval_min(p.eval_norm, p.mode), f"{scale.eval_runs} evaluation networks"
@@ -621,3 +642,87 @@ def planned_cost(profile: Profile, units=None) -> list[dict] | None:
             what = f"a distillation of {n} images + " + what
         rows.append({"piece": p.name, "what": what, "cpu_min": m})
     return rows
+
+
+def source_cost(profile: Profile, units=None) -> list[dict] | None:
+    """The source sets (α page / Table 1) this page reads, priced like :func:`planned_cost`, for
+    those not yet present at ``profile`` (``run`` makes them first; their cost is their page's)."""
+    units = units if units is not None else unit_costs()
+    if units is None:
+        return None
+    u, scale = units.data, sc.scale_config(profile)
+    missing = sc.load_pieces(profile, _sources(profile)).missing
+    rows = []
+    for s in _sources(profile):
+        if s.name not in missing:
+            continue
+        n = 10 * sc.ipc_of(scale, s.ratio)
+        m = u["eval_cpu_s_per_step_bn_combined"] * scale.eval_steps * scale.eval_runs / 60
+        if s.distills:
+            near = 250 if n < 625 else 1000
+            m += u[f"distill_cpu_s_per_image_step_bn_n{near}"] * n * scale.iterations / 60
+        rows.append({"piece": f"{s.page}/{s.name}", "what": "source set (its page's cost)",
+                     "cpu_min": m})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# the figure
+
+
+def figure(loaded, shown: str):
+    """Four panels: the experts' test accuracy per epoch (with the T+ of panel d marked), (b) by
+    augmentation, (c) the norm 2 x 2, (d) accuracy against T+ as training progress."""
+    import matplotlib.pyplot as plt
+    from ..plotting import MAX_WIDTH
+    fig, axes = plt.subplots(1, 4, figsize=(MAX_WIDTH, 3.1), constrained_layout=True)
+    ax = axes[0]
+    tp = tplus_table(loaded)
+    for key, ls in (("experts-bn", "-"), ("experts-in", "--")):
+        r = loaded.found.get(key)
+        if r is not None:
+            acc = 100 * np.asarray(r.data["test_accuracy"], dtype=float)
+            ax.plot(acc.mean(0), ls=ls, color="k", label=f"{r.data['norm'].upper()} experts")
+            ax.fill_between(range(acc.shape[1]), acc.min(0), acc.max(0), color="0.8", lw=0)
+    for t in sorted(tp["t_plus"].unique()):
+        ax.axvline(t, color="C3", lw=0.8, ls=":")
+    ax.set(xlabel="expert epoch (T+ of panel d dotted)", ylabel="expert test accuracy (%)",
+           title="the experts")
+    ax.legend(fontsize=7)
+    _bars(axes[1], aug_table(loaded), "mode", list(MODES), "(b) augmentation at evaluation")
+    nt = norm_table(loaded)
+    nt = nt.assign(cell=nt["distil"] + " distil / " + nt["eval"] + " eval")
+    _bars(axes[2], nt, "cell", ["BN distil / BN eval", "IN distil / BN eval",
+                                "BN distil / IN eval", "IN distil / IN eval"],
+          "(c) batch vs instance norm")
+    ax = axes[3]
+    for k, (ratio, g) in enumerate(tp.groupby("ratio")):
+        m = g.groupby("progress")["accuracy"]
+        ax.errorbar(m.mean().index, 100 * m.mean(), yerr=100 * m.std(ddof=0), marker="o",
+                    ms=4, capsize=2, color=f"C{k}", label=f"{ratio:.0%}")
+        ax.scatter(g["progress"], 100 * g["accuracy"], s=6, color=f"C{k}", alpha=0.5)
+    ax.set(xlabel="experts' training progress at T+", ylabel="test accuracy (%)",
+           title="(d) latest start epoch T+")
+    if len(tp):
+        ax.legend(fontsize=7, title="ratio", title_fontsize=7)
+    fig.text(0.01, 0.0, shown, fontsize=6.5, color="0.3", va="bottom")
+    return fig
+
+
+def _bars(ax, table, column: str, order: list, title: str) -> None:
+    ratios = sorted(table["ratio"].unique()) if len(table) else []
+    cats = [c for c in order if (table[column] == c).any()] if len(table) else []
+    width = 0.8 / max(1, len(cats))
+    for j, c in enumerate(cats):
+        for i, r in enumerate(ratios):
+            a = 100 * table[(table["ratio"] == r) & (table[column] == c)]["accuracy"]
+            if len(a):
+                x = i + (j - (len(cats) - 1) / 2) * width
+                ax.bar(x, a.mean(), width, color=f"C{j}", label=c if i == 0 else None)
+                ax.scatter([x] * len(a), a, s=6, color="k", zorder=3)
+    ax.set_xticks(range(len(ratios)), [f"{r:.0%}" for r in ratios])
+    ax.set(xlabel="subset ratio", ylabel="test accuracy (%)", title=title)
+    if cats:
+        lo = 100 * table["accuracy"].min()
+        ax.set_ylim(max(0, lo - 5), None)
+        ax.legend(fontsize=6)
