@@ -28,12 +28,20 @@ any missing source piece of the α page or Table 1 (into their own results).
 
 Cost. :func:`planned_cost` prices each piece from **unit costs measured on this machine**
 (:func:`measure_units`, committed as ``benchmarks/results/units/ci/selmatch_ablations/
-unit_costs.json``: CPU seconds
-per image-step of a width-32 distillation unroll, per SGD step of an evaluation network, per
-expert image-epoch, BN and IN) and the quick plan's sizes; the page prints it. See
-:data:`ABLATIONS` for the sizes; the figures, in process-minutes, are in the notebook and the
-closing note. The ``gpu`` plan is the quick plan on the gpu scale model's sets (width 128): **not
-measured** (no GPU run yet), estimated at about 6 minutes in one command.
+unit_costs.json``, CPU time on one thread of a shared 2-core machine: 0.0046 CPU s per
+image-step of a width-32 BN distillation unroll (IN 0.0034-0.0039), 0.10-0.11 CPU s per
+evaluation SGD step of 128 in every mode and norm, 0.00087 CPU s per expert image-epoch) and the
+quick plan's sizes. The **quick plan**: 13 pieces, about 4.2 process-hours: the 8 IN experts
+23 min; (b) four re-evaluations of 3 networks, 10-11 min each (42 min); (c) the BN set under IN
+evaluation 11 min, the IN distillation at 10 % with its two evaluations 38 min; (d) at 5 % two
+distillations of 250 images with their evaluations, 20 min each, at 20 % two of 1,000 images,
+49 min each (139 min). If the α page / Table 1 have not yet run at quick, their three source
+sets (about 1.7 h, and the BN experts, 23 min) are made first, at their pages' cost. The
+**gpu plan** (17 pieces: (b) at 5 / 10 / 20 %, T+ at three progress points) is the same on the
+gpu scale model's sets (width 128, which the α page's and Table 1's gpu commands make): **not
+measured** (no GPU run yet), estimated at about :data:`GPU_ESTIMATE_MIN` minutes in one command
+(experts ~1 min, six distillations of 500 iterations ~20 s each, 45 evaluation networks of 2,000
+small steps ~5 s each, all latency-bound).
 """
 from __future__ import annotations
 
@@ -86,7 +94,7 @@ ABLATIONS = {
     "paper": AblationConfig(aug_ratios=(0.05, 0.1, 0.2, 0.3), norm_ratios=(0.1,),
                             tplus_ratios=(0.05, 0.3), tplus_progress=(0.25, 0.5, 0.75)),
 }
-GPU_ESTIMATE_MIN = 6.0   # the gpu plan in one command: an estimate, NOT measured
+GPU_ESTIMATE_MIN = 7.0   # the gpu plan in one command: an estimate, NOT measured
 
 
 def ablation_config(profile: Profile) -> AblationConfig:
