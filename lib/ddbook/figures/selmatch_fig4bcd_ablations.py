@@ -683,7 +683,8 @@ def figure(loaded, shown: str):
     augmentation, (c) the norm 2 x 2, (d) accuracy against T+ as training progress."""
     import matplotlib.pyplot as plt
     from ..plotting import MAX_WIDTH
-    fig, axes = plt.subplots(1, 4, figsize=(MAX_WIDTH, 3.1), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(MAX_WIDTH, 5.8), constrained_layout=True)
+    axes = axes.ravel()
     ax = axes[0]
     tp = tplus_table(loaded)
     for key, ls in (("experts-bn", "-"), ("experts-in", "--")):
@@ -691,11 +692,12 @@ def figure(loaded, shown: str):
         if r is not None:
             acc = 100 * np.asarray(r.data["test_accuracy"], dtype=float)
             ax.plot(acc.mean(0), ls=ls, color="k", label=f"{r.data['norm'].upper()} experts")
-            ax.fill_between(range(acc.shape[1]), acc.min(0), acc.max(0), color="0.8", lw=0)
+            ax.fill_between(range(acc.shape[1]), acc.min(0), acc.max(0), color="0.6",
+                            alpha=0.3, lw=0)
     for t in sorted(tp["t_plus"].unique()):
         ax.axvline(t, color="C3", lw=0.8, ls=":")
-    ax.set(xlabel="expert epoch (T+ of panel d dotted)", ylabel="expert test accuracy (%)",
-           title="the experts")
+    ax.set(xlabel="expert epoch (dotted: the T+ of panel d)",
+           ylabel="expert test accuracy (%)", title="(a) the experts")
     ax.legend(fontsize=7)
     _bars(axes[1], aug_table(loaded), "mode", list(MODES), "(b) augmentation at evaluation")
     nt = norm_table(loaded)
