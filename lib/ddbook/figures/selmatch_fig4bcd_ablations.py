@@ -45,6 +45,7 @@ small steps ~5 s each, all latency-bound).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -320,9 +321,9 @@ def _distilled_set(ctx: _Context, piece: AblPiece, src) -> tuple:
            "loop": asdict(loop), "experts": asdict(sc.expert_config(scale))}
     folder = _folder(ctx.profile, f"{src.name}-{config_hash(key)}")
     record["cache_folder"] = folder.name
-    if (folder / "synset_final.pt").exists() and (folder / "record.pt").exists():
-        return load_synset(folder / "synset_final.pt"), torch.load(folder / "record.pt",
-                                                                     weights_only=False)
+    if (folder / "synset_final.pt").exists() and (folder / "record.json").exists():
+        return load_synset(folder / "synset_final.pt"), \
+            json.loads((folder / "record.json").read_text())
     synset, _ = sc.initial_set(scale, src, ctx.data, buffer)
     t1, c1 = time.perf_counter(), time.process_time()
     res = distill(synset, buffer, match, loop, folder=folder, device=ctx.device)
@@ -335,7 +336,9 @@ def _distilled_set(ctx: _Context, piece: AblPiece, src) -> tuple:
                   distill_loss_last=h["loss"][-1], distill_wall_s=time.perf_counter() - t1,
                   distill_cpu_s=time.process_time() - c1,
                   seconds_per_iteration_median=float(np.median(h["seconds"])))
-    torch.save(record, folder / "record.pt")
+    tmp = folder / "record.json.tmp"           # whole or not at all
+    tmp.write_text(json.dumps(record))
+    tmp.replace(folder / "record.json")
     return res.synset, record
 
 
