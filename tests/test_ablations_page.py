@@ -230,8 +230,10 @@ def tiny(monkeypatch, tmp_path, one_thread):
 
 
 def test_page_end_to_end(tiny, cifar10):
+    sc.run_pieces(CI, ab._sources(CI), device=CPU)
+    assert not ab.load(CI).found, "the α page's sets alone: this page is still pending"
     written = ab.run(CI, device=CPU)
-    assert len(written) == len(ab.plan(CI)) + len(ab._sources(CI))
+    assert len(written) == len(ab.plan(CI)), "the sources are read, not made again"
     loaded = ab.load(CI)
     assert not loaded.missing and not loaded.stale, loaded.describe("ci")
     f = loaded.found
@@ -254,6 +256,11 @@ def test_page_end_to_end(tiny, cifar10):
     dsa = f["r0.10_aug-dsa"].data
     assert dsa["n_images"] == src.data["n_images"] and dsa["source"].endswith(
         sc.paper_alpha_piece(CI, 0.1).name)
+    from ddbook.matching import expert_network
+    ctx = ab._Context(CI, CPU)
+    assert _has(expert_network(ctx.buffer("bn"), CPU), torch.nn.BatchNorm2d)
+    assert not _has(expert_network(ctx.buffer("in"), CPU), torch.nn.BatchNorm2d), \
+        "the IN student is the IN experts' network"
     verdicts = ab.verdicts(loaded)
     assert len(verdicts) == 2 + 3 + 2 and all(v.outcome in V.OUTCOMES for v in verdicts)
     assert ab.run(CI, device=CPU) == [], "current pieces are kept"

@@ -216,7 +216,9 @@ def run(profile: Profile, device=None, only=None) -> list:
 
 
 def load(profile: Profile) -> Loaded:
-    """This page's pieces and (under ``<page>/<name>``) the source pieces it reads."""
+    """This page's pieces and (under ``<page>/<name>``) the source pieces it reads, their
+    reference cells; the sources count as found only beside a piece of this page (with none,
+    the page is pending, whatever the α page has run)."""
     found, missing, stale = {}, [], {}
     for p in plan(profile):
         res, why = _state(profile, p)
@@ -227,6 +229,8 @@ def load(profile: Profile) -> Loaded:
         else:
             found[p.name] = res
     src = sc.load_pieces(profile, _sources(profile))
+    if not found:
+        return Loaded({}, missing + [_src_key(profile, n) for n in src.missing], stale)
     found.update({_src_key(profile, n): r for n, r in src.found.items()})
     missing += [_src_key(profile, n) for n in src.missing]
     stale.update({_src_key(profile, n): w for n, w in src.stale.items()})
