@@ -58,7 +58,7 @@ import torch
 from .. import paths, selmatch_scale as sc
 from ..profiles import Profile
 from ..results import StaleResultError, config_hash, load_result, save_result
-from ._common import Loaded, select
+from ._common import Loaded, _state, load_pieces, select
 
 NAME = "selmatch-ablations"
 NOTEBOOK = "selmatch_fig4bcd_ablations"
@@ -183,13 +183,6 @@ def _eval_config(profile: Profile, piece: AblPiece, n: int):
     return sc.eval_config(_scale(profile, piece.eval_norm), n, augment=piece.mode)
 
 
-def _state(profile: Profile, piece):
-    try:
-        return piece.load(profile), None
-    except StaleResultError as e:
-        return None, str(e)
-
-
 def _sources(profile: Profile) -> list:
     """The α page's / Table 1's pieces this page reads (deduplicated, in plan order)."""
     out = {}
@@ -203,7 +196,7 @@ def _sources(profile: Profile) -> list:
 def run(profile: Profile, device=None, only=None) -> list:
     """Run every missing or stale piece (resumable); first any source piece of the α page or
     Table 1 they read that is missing."""
-    chosen = [p for p in select(plan(profile), only) if _state(profile, p)[0] is None]
+    chosen = [p for p in select(plan(profile), only) if _state(p, profile)[0] is None]
     if not chosen:
         return []
     srcs = {s.name: s for p in chosen if (s := _source(profile, p)) is not None}
@@ -219,15 +212,7 @@ def load(profile: Profile) -> Loaded:
     """This page's pieces and (under ``<page>/<name>``) the source pieces it reads, their
     reference cells; the sources count as found only beside a piece of this page (with none,
     the page is pending, whatever the α page has run)."""
-    found, missing, stale = {}, [], {}
-    for p in plan(profile):
-        res, why = _state(profile, p)
-        if why is not None:
-            stale[p.name] = why
-        elif res is None:
-            missing.append(p.name)
-        else:
-            found[p.name] = res
+    found, missing, stale = load_pieces(plan(profile), profile)
     src = sc.load_pieces(profile, _sources(profile))
     if not found:
         return Loaded({}, missing + [_src_key(profile, n) for n in src.missing], stale)
