@@ -16,8 +16,8 @@ def _label(method: str) -> str:
 
 
 def _footer(fig, shown: str, ours: str) -> None:
-    fig.text(0.01, 0.005, f"{shown} — {ours}", fontsize=6.5, ha="left", va="bottom",
-             color="0.3", wrap=True)
+    # a supxlabel, not fig.text: constrained layout keeps room for it below the axes' labels
+    fig.supxlabel(f"{shown} — {ours}", x=0.01, ha="left", fontsize=6.5, color="0.3", wrap=True)
 
 
 def _by_ratio(table, column: str, method: str):

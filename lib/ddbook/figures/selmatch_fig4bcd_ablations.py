@@ -707,7 +707,8 @@ def figure(loaded, shown: str):
            title="(d) latest start epoch T+")
     if len(tp):
         ax.legend(fontsize=7, title="ratio", title_fontsize=7)
-    fig.text(0.01, 0.0, shown, fontsize=6.5, color="0.3", va="bottom")
+    # a supxlabel, not fig.text: constrained layout keeps room for it below the axes' labels
+    fig.supxlabel(shown, x=0.01, ha="left", fontsize=6.5, color="0.3")
     return fig
 
 
@@ -725,6 +726,7 @@ def _bars(ax, table, column: str, order: list, title: str) -> None:
     ax.set_xticks(range(len(ratios)), [f"{r:.0%}" for r in ratios])
     ax.set(xlabel="subset ratio", ylabel="test accuracy (%)", title=title)
     if cats:
-        lo = 100 * table["accuracy"].min()
-        ax.set_ylim(max(0, lo - 5), None)
-        ax.legend(fontsize=6)
+        lo, hi = 100 * table["accuracy"].min(), 100 * table["accuracy"].max()
+        # headroom above the highest network for the legend, so it covers no bar or point
+        ax.set_ylim(max(0, lo - 5), hi + 0.45 * (hi - max(0, lo - 5)) + 1)
+        ax.legend(fontsize=6, ncol=2, loc="upper center")
