@@ -141,3 +141,49 @@ def test_bad_config_and_labels():
         ExpertConfig(augment="combined")
     with pytest.raises(ValueError, match="hard int64"):
         train_experts(ExpertConfig(), torch.zeros(4, 3, 8, 8), torch.zeros(4, 2), 1, device=CPU)
+
+
+_SHARED_SCRIPT = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from conftest import tiny_sets
+from ddbook.experts import ExpertConfig, train_experts
+cfg = ExpertConfig(**{cfg!r})
+x, y, xt, yt = tiny_sets(40, 12)
+log = open({log!r}, "a")
+def record(i, epoch, acc):
+    log.write(f"{{sys.argv[1]}} {{i}} {{epoch}}\\n"); log.flush()
+    time.sleep(0.3)                        # keep the two processes overlapping
+buf = train_experts(cfg, x, y, 2, xt, yt, folder={folder!r}, device="cpu", callback=record)
+print(buf.experts())
+"""
+
+
+def test_two_processes_split_a_shared_buffer(reference, tmp_path):
+    """Two processes asked for the same experts train each one once (a file lock per expert),
+    both end with the whole buffer, and it equals one process's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder, log = tmp_path / "shared", tmp_path / "log.txt"
+    script = _SHARED_SCRIPT.format(tests=str(Path(__file__).parent), cfg=dataclasses.asdict(CFG),
+                                   log=str(log), folder=str(folder))
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for name in ("A", "B")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    assert all(o[0].strip() == "[0, 1]" for o in outs), outs
+    trained = {}
+    for line in log.read_text().split("\n"):
+        if line:
+            who, i, _ = line.split()
+            trained.setdefault(int(i), set()).add(who)
+    assert set(trained) == {0, 1} and all(len(who) == 1 for who in trained.values()), \
+        f"an expert was trained by both processes: {trained}"
+    assert trained[0] != trained[1], f"one process trained both experts: {trained}"
+    shared = ExpertBuffer(folder)
+    for i in (0, 1):
+        assert np.array_equal(np.array(shared.trajectory(i)), np.array(reference.trajectory(i))), \
+            f"expert {i} of the shared buffer differs from one process's"

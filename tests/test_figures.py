@@ -104,3 +104,28 @@ def test_a_stale_piece_is_reported_with_what_changed(tmp_path, monkeypatch):
     loaded = _common.load_pieces(fig3.plan(ci, changed)[:1], ci)
     assert list(loaded.stale) == [point.name] and not loaded.found and not loaded.missing
     assert "changed: lr: 0.1 -> 0.05" in loaded.describe("ci"), loaded.describe("ci")
+
+
+@pytest.mark.parametrize("name", sorted(figures.modules()))
+def test_every_page_takes_a_callable_only(name):
+    """`reproduce --shard` hands each page a callable `only`: every page must select with it
+    (here it accepts nothing, so the page refuses before any work)."""
+    with pytest.raises(ValueError, match="no piece|matches"):
+        figures.modules()[name].run(get_profile("ci"), device="cpu", only=lambda n: False)
+
+
+@pytest.mark.parametrize("name, only", [("selmatch-fig3", None), ("mtt", None), ("dasm", "ipc")])
+def test_shards_split_a_page_into_disjoint_parts_that_cover_it(name, only, monkeypatch):
+    module, prefix = figures.find(name)
+    ci = get_profile("ci")
+    wanted = [p.name for p in module.plan(ci) if p.name.startswith(prefix)
+              and (only is None or only in p.name)]
+    taken = []
+    monkeypatch.setattr(module, "run", lambda profile, device=None, only=None:
+                        taken.append([n for n in wanted if only(n)]) or [])
+    for k in range(3):
+        figures.reproduce(name, ci, only=only, shard=(k, 3))
+    assert sorted(sum(taken, [])) == sorted(wanted), "the shards must cover every piece once"
+    assert [len(t) for t in taken] == [len(wanted[k::3]) for k in range(3)]
+    with pytest.raises(ValueError, match="0 <= k < n"):
+        figures.reproduce(name, ci, shard=(3, 3))

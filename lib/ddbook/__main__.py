@@ -213,9 +213,13 @@ def _cmd_reproduce(args) -> int:
     module, _ = find(args.what)
     for name, why in module.load(as_profile(args.profile)).stale.items():
         print(f"stale (made from another configuration; rerun where --only selects it): {why}")
-    for path in reproduce(args.what, args.profile, device=args.device, only=args.only):
+    shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
+    for path in reproduce(args.what, args.profile, device=args.device, only=args.only,
+                          shard=shard):
         print(f"wrote {path}")
-    print(f"{args.what} at {args.profile}: complete")
+    print(f"{args.what} at {args.profile}: "
+          + (f"shard {args.shard} complete (the other shards run their own pieces)" if shard
+             else "complete"))
     return 0
 
 
@@ -230,6 +234,9 @@ def _add_reproduce_parser(sub) -> None:
     rep.add_argument("--only", default=None, help="only the pieces whose name contains this, e.g. "
                      "ipc10, late, VGG11")
     rep.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    rep.add_argument("--shard", default=None, help="k/n: run every n-th piece from the k-th, so "
+                     "n processes share the page (e.g. 0/2 and 1/2 on two cores; experts they "
+                     "share are split between them)")
     rep.set_defaults(run=_cmd_reproduce)
 
 

@@ -122,6 +122,32 @@ def _unreadable(path: Path, e: Exception) -> CorruptCacheError:
         f"and retrains it")
 
 
+class _ExpertLock:
+    """An exclusive ``flock`` on ``<folder>/.expert_<i>.lock`` while expert ``i`` is trained, so
+    that processes sharing a buffer (two pages, or two shards of one, on two cores) split its
+    experts instead of training each twice. ``wait=False``: ``held`` is False when another process
+    holds it. The lock dies with its process, so a killed trainer never blocks anyone."""
+
+    def __init__(self, folder: Path, i: int, wait: bool):
+        self.path, self.wait, self.held, self._file = folder / f".expert_{i:03d}.lock", wait, False, None
+
+    def __enter__(self) -> "_ExpertLock":
+        import fcntl
+
+        self._file = open(self.path, "a+b")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            self.held = True
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()                  # closing releases the flock
+
+
 def _write_json(path: Path, obj: dict) -> None:
     _atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode() + b"\n"))
 
@@ -387,6 +413,9 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
     (``batched``; None: :func:`ddbook.batched.use_batched`) those at the same epoch stacked as
     one module: an execution detail, not part of the config or the folder's hash; the
     trajectories agree with one-at-a-time training to float rounding. GSAM is not stacked.
+    One at a time, each expert is trained under a per-expert file lock: processes sharing the
+    buffer split its experts (each skips those another holds, then waits for them, and trains any
+    that a stopped process left unfinished).
     Used in: the expert notebooks and every distillation notebook (through the cached buffer).
     """
     device = torch.device(device) if device is not None else default_device()
@@ -426,9 +455,18 @@ def train_experts(config: ExpertConfig, images: torch.Tensor, labels: torch.Tens
     data = (images, labels, num_classes)
     if config.gsam or not use_batched(batched, config.network, config.width, config.depth,
                                       len(todo), device):
-        for i in todo:
-            if not _train_one(folder, i, config, data, test, device, stop_after_epochs, callback):
-                break
+        deferred = []                  # being trained by another process: wait for them last
+        for wait, ids in ((False, todo), (True, deferred)):
+            for i in list(ids):
+                with _ExpertLock(folder, i, wait) as lock:
+                    if not lock.held:
+                        deferred.append(i)
+                        continue
+                    if i in buffer.experts():               # finished by another process
+                        continue
+                    if not _train_one(folder, i, config, data, test, device, stop_after_epochs,
+                                      callback):
+                        return buffer
         return buffer
     runs = {i: _setup(folder, i, config, data, test, device) for i in todo}
     for epoch in sorted({r[4]["epoch"] for r in runs.values()}, reverse=True):  # resumed first

@@ -77,16 +77,29 @@ def find(name: str) -> tuple[ModuleType, str]:
     raise ValueError(f"unknown figure {name!r}; choose one of {', '.join(names())}")
 
 
-def reproduce(name: str, profile, device=None, only: str | None = None) -> list:
+def reproduce(name: str, profile, device=None, only: str | None = None,
+              shard: tuple[int, int] | None = None) -> list:
     """Run the missing or stale pieces of figure ``name`` (or of an alias's part of it) at
-    ``profile``; ``only`` narrows further (a substring of the piece names)."""
+    ``profile``; ``only`` narrows further (a substring of the piece names); ``shard=(k, n)``
+    keeps every n-th of the selected pieces, from the k-th in plan order, so that n processes
+    share a page (experts they all need are split between them by a file lock per expert)."""
     module, prefix = find(name)
     profile = as_profile(profile)
-    if not prefix:
+    if shard is None and not prefix:
         return module.run(profile, device=device, only=only)
     part = [p.name for p in module.plan(profile) if p.name.startswith(prefix)]
     if only is not None and not any(only in n for n in part):
         raise ValueError(f"no piece of {name!r} matches --only {only!r}; its pieces are: "
                          f"{', '.join(part)}")
+    part = [n for n in part if only is None or only in n]
+    if shard is not None:
+        k, n = shard
+        if not 0 <= k < n:
+            raise ValueError(f"shard must be k/n with 0 <= k < n, got {k}/{n}")
+        mine = set(part[k::n])
+        if not mine:
+            print(f"shard {k}/{n} of {name!r} holds no piece ({len(part)} in all): nothing to do")
+            return []
+        return module.run(profile, device=device, only=lambda p: p in mine)
     return module.run(profile, device=device,
                       only=lambda n: n.startswith(prefix) and (only is None or only in n))

@@ -338,13 +338,13 @@ def _is_current(piece: Piece, profile) -> bool:
         return False
 
 
-def run(profile, device=None, only: str | None = None) -> list:
-    """Run every missing or stale piece (``only``: those whose name contains it); return the
-    results paths of the selected pieces."""
+def run(profile, device=None, only=None) -> list:
+    """Run every missing or stale piece (``only``: those whose name contains it, or that it
+    accepts when callable); return the results paths of the selected pieces."""
     from ..results import result_path
     pieces = plan(profile)
     if only is not None:
-        pieces = [p for p in pieces if only in p.name]
+        pieces = [p for p in pieces if (only(p.name) if callable(only) else only in p.name)]
         if not pieces:
             raise ValueError(f"no piece of {NAME!r} at {profile.name} matches {only!r}; valid "
                              f"pieces: {[p.name for p in plan(profile)]}")
