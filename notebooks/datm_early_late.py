@@ -40,11 +40,10 @@
 # settings (three ranges × two IPCs). The figure draws the committed **`quick`** runs, whose
 # settings are printed below: IPC 10 (small) and IPC 500 (large, a tenth of CIFAR-10), the experts
 # of the MTT page (plain SGD, not GSAM), far fewer iterations than DATM's, two evaluation networks
-# per point (DATM's configs: one). The segment ranges are **ours** (DATM does not state them): at
-# `quick` they are fixed fractions of the expert's epochs; the library now defines them by the
-# experts' **training progress** instead (below), which the smoke run uses. The `quick` rerun with
-# progress-defined segments is **pending**: it needs the `quick` experts retrained, which did not
-# fit this session. Rerun with `python -m ddbook reproduce datm-ranges --profile quick` (resumable).
+# per point (DATM's configs: one). The segment ranges are **ours** (DATM does not state them),
+# defined by the experts' **training progress** (below), at every profile. Rerun with
+# `python -m ddbook reproduce datm-ranges --profile quick` (resumable; the line above the settings
+# says which `quick` runs are present, missing or stale).
 # :::
 
 # %% tags=["parameters"]
@@ -94,14 +93,14 @@ settings(D)
 # How the ranges are defined (ours; kept fixed during distillation, with no expansion of $U$, so
 # that each run sees one range only):
 #
-# - **by epochs** (the committed `quick` runs): early $[0, 20)$, all $[0, 60)$, late $[40, 60)$ of
-#   DATM's 100-epoch experts, scaled to the profile's expert length (the start epochs used are in
-#   the table above);
-# - **by training progress** (the library's definition from now on): the experts' mean test
+# - **by training progress** (what every profile uses): the experts' mean test
 #   accuracy after each epoch, as a fraction of its total gain; early = the start epochs before
 #   half of the gain, late = from 80 % of the gain to the end of the usable trajectory, all = the
 #   whole usable trajectory. With short experts a fixed fraction of the epochs can land anywhere
-#   on the learning curve; progress keeps "early" on the rise and "late" on the plateau.
+#   on the learning curve; progress keeps "early" on the rise and "late" on the plateau. (The first
+#   `quick` runs of this page used fixed fractions of the epochs instead, early $[0, 20)$, all
+#   $[0, 60)$, late $[40, 60)$ of DATM's 100 epochs scaled to ours; they are in this repository's
+#   history, replaced by the progress-defined runs.)
 #
 # ## A smoke run at this page's profile
 
@@ -261,5 +260,4 @@ render(v)
 
 # %% tags=["hide-input"]
 Markdown(f"At `{shown_label}`, with the segments defined by {datm.SEGMENTS[shown_label]}: "
-         + summary(v) + (" The quick rerun with progress-defined segments is pending."
-                         if datm.SEGMENTS.get(shown_label) == "epochs" else ""))
+         + summary(v))

@@ -39,7 +39,7 @@ def test_datm_plan_is_three_ranges_at_two_ipcs_and_resolves():
     assert quick["datm-ranges-ipc10-late"].experts == mtt.experts, \
         "at quick DATM shares MTT's ZCA experts"
     assert quick["datm-ranges-ipc500-all"].ipc == 500
-    assert mr.SEGMENTS["quick"] == "epochs" and mr.SEGMENTS["ci"] == "progress"
+    assert set(mr.SEGMENTS.values()) == {"progress"}, mr.SEGMENTS
 
 
 def test_progress_defines_the_segments():

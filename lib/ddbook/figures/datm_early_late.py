@@ -6,7 +6,7 @@ a small and a large IPC (pieces ``datm-ranges-ipc<K>-<range>``), and the experts
 (DATM does not state them), defined one of two ways (:data:`SEGMENTS` per profile):
 
 - ``epochs``: early = [0, 20), late = [40, 60), all = [0, 60) epochs of DATM's 100-epoch experts,
-  scaled with the profile's expert length (the committed ``quick`` runs);
+  scaled with the profile's expert length (the first ``quick`` runs, replaced);
 - ``progress``: by training progress, the experts' mean test-accuracy gain so far as a fraction of
   their total gain (:func:`ddbook.experts.training_progress`): early = the start epochs before half
   of the gain, late = from 80 % of the gain to the end of the usable trajectory, all = the whole
@@ -41,9 +41,9 @@ DATM_PAPER_EPOCHS = 100
 # by training progress (ours): [lo, hi) fractions of the experts' test-accuracy gain; hi = 1.0
 # reaches to the end of the usable trajectory (t + M <= E)
 PROGRESS_RANGES = {"early": (0.0, 0.5), "all": (0.0, 1.0), "late": (0.8, 1.0)}
-# how each profile defines its ranges; quick keeps the committed epoch-fraction runs (its rerun with
-# progress-defined ranges needs its experts retrained: pending)
-SEGMENTS = {"ci": "progress", "quick": "epochs", "gpu": "progress", "paper": "progress"}
+# how each profile defines its ranges (every profile: by progress; "epochs" stays available, and was
+# the definition of the first quick runs, in this repository's history before the progress rerun)
+SEGMENTS = {"ci": "progress", "quick": "progress", "gpu": "progress", "paper": "progress"}
 # the evaluation networks fit their training set when their final training loss is within this of
 # its floor, the mean entropy of the (soft) labels; otherwise the large-IPC claim is not testable
 FIT_EXCESS_NATS = 0.1
