@@ -142,3 +142,41 @@ def test_torchvision_layout_gives_original_order_and_same_scores(cifar10, tmp_pa
     a = ddbook.load_published_scores(cifar10, "cscore").values
     b = ddbook.load_published_scores(tv, "cscore").values
     assert torch.equal(b, a[perm]), "both orders must receive each image's own score"
+
+
+def test_travel_copy_holds_the_same_jpegs_and_decodes_to_the_same_arrays(tmp_path, monkeypatch):
+    """The compact copy for a lent GPU (data --travel-copy): the zip's JPEG bytes in one xz tar,
+    written deterministically, decoded to identical arrays (a 3-image archive stands in for the
+    60,000-image one, whose copy was checked the same way: identical train and test tensors)."""
+    import dataclasses
+
+    from ddbook import data as data_mod
+
+    monkeypatch.setenv("DDBOOK_CACHE", str(tmp_path / "cache"))
+    real = data_mod._locate(data_mod.SPECS["cifar10"], None)
+    names = ["train/airplane/0000.jpg", "train/automobile/0003.jpg", "test/truck/0007.jpg"]
+    small = tmp_path / "src" / "cifar10-jpeg.zip"
+    small.parent.mkdir()
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(small, "w") as z:
+        for n in names:
+            z.writestr(n, src.read(n))
+    monkeypatch.setitem(data_mod.SPECS, "cifar10",
+                        dataclasses.replace(data_mod.SPECS["cifar10"], n_train=2, n_test=1))
+    copy = data_mod.write_travel_copy(tmp_path / "a", source=small)
+    again = data_mod.write_travel_copy(tmp_path / "b", source=small)
+    assert copy.name == "cifar10-jpeg.tar.xz" and copy.read_bytes() == again.read_bytes()
+    assert data_mod._tar_members(copy) == data_mod._zip_members(small)
+    a = ddbook.load_dataset("cifar10", source=small)
+    b = ddbook.load_dataset("cifar10", source=tmp_path / "a")   # a folder holding the copy
+    assert b.source == str(copy)
+    for split in ("train", "test"):
+        x, y = getattr(a, split), getattr(b, split)
+        assert torch.equal(x.images, y.images) and torch.equal(x.labels, y.labels)
+        assert torch.equal(x.class_rank, y.class_rank)
+    bad = tmp_path / "c" / "cifar10-jpeg.tar.xz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not xz" * 50)
+    with pytest.raises(ddbook.CorruptDataError, match="not a readable xz-compressed tar"):
+        ddbook.load_dataset("cifar10", source=bad)
+    with pytest.raises(ddbook.DataNotFoundError, match="made from cifar10-jpeg.zip"):
+        data_mod.write_travel_copy(tmp_path / "d", source=tmp_path / "a")

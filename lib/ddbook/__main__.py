@@ -9,6 +9,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 
 
 def _cmd_info(args) -> int:
@@ -25,10 +26,37 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _travel_copy(args) -> int:
+    """``data --travel-copy DIR``: the compact JPEG archive and the CIFAR-10 score files in DIR."""
+    import shutil
+
+    from .data import write_travel_copy
+    from .paths import scores_dirs
+
+    t0 = time.perf_counter()
+    dest = Path(args.travel_copy).expanduser()
+    path = write_travel_copy(dest, args.dataset, args.source)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, checked against the zip) in "
+          f"{time.perf_counter() - t0:.0f} s")
+    tag = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[args.dataset]
+    found = next((d for d in scores_dirs() if d.is_dir() and any(d.glob(f"*_{tag}.*"))), None)
+    if found is None:
+        print(f"no published score files (*_{tag}.*) found: pages that need them will say so")
+    else:
+        (dest / "scores").mkdir(exist_ok=True)
+        for f in sorted(found.glob(f"*_{tag}.*")):
+            if (dest / "scores").resolve() != found.resolve():
+                shutil.copyfile(f, dest / "scores" / f.name)
+            print(f"copied {f.name} into {dest / 'scores'}")
+    return 0
+
+
 def _cmd_data(args) -> int:
     from .data import load_dataset
     from .zca import cached_zca
 
+    if args.travel_copy:
+        return _travel_copy(args)
     t0 = time.perf_counter()
     ds = load_dataset(args.dataset, source=args.source, download=args.download)
     print(f"{ds.name}: train {tuple(ds.train.images.shape)}, test {tuple(ds.test.images.shape)} "
@@ -240,6 +268,55 @@ def _add_reproduce_parser(sub) -> None:
     rep.set_defaults(run=_cmd_reproduce)
 
 
+def _cmd_batch(args) -> int:
+    """Several pages at a profile within a time budget, results packed into one archive
+    (``ddbook.batch``; for a lent GPU)."""
+    from .batch import run_batch
+
+    runs = run_batch(args.pages, args.profile, Path(args.out), args.budget, device=args.device)
+    for r in runs:
+        what = r.page + (f":{r.only}" if r.only else "")
+        print(f"{what}: {r.status}" + (f" after {r.seconds:.0f} s" if r.seconds else "")
+              + (f" ({r.detail})" if r.detail else ""))
+    print(f"wrote {args.out}/results-{args.profile}.tar.gz and {args.out}/batch.json")
+    return 0 if all(r.status == "complete" for r in runs) else 1
+
+
+def _cmd_unpack(args) -> int:
+    """Check a batch's results archive and write its files under results/."""
+    from .batch import unpack
+
+    from .paths import results_root
+
+    written = unpack(Path(args.archive))
+    print(f"unpacked {len(written)} files under {results_root()} (each replaced whole; "
+          f"`git status results/` shows them)")
+    return 0
+
+
+def _add_batch_parsers(sub) -> None:
+    bat = sub.add_parser("batch", help="several pages at a profile within a time budget, their "
+                         "results packed into one archive (for a lent GPU: one command, one "
+                         "folder to bring back)",
+                         description="Runs `reproduce NAME --profile P` for each page in turn; "
+                         "stops starting pages when under a minute of the budget is left and "
+                         "interrupts one that would overrun (its finished pieces are kept). After "
+                         "every page it rewrites OUT/results-<profile>.tar.gz and OUT/batch.json. "
+                         "Without a git checkout set DDBOOK_SOURCE_COMMIT=<sha> so that the results "
+                         "name their commit; `python -m ddbook unpack` checks it here.")
+    bat.add_argument("pages", metavar="PAGE", nargs="+", help="a figure NAME, or NAME:ONLY to "
+                     "run only its pieces whose name contains ONLY")
+    bat.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
+    bat.add_argument("--budget", type=float, required=True, help="seconds for the whole batch")
+    bat.add_argument("--out", required=True, help="folder for the archive, batch.json and the log")
+    bat.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    bat.set_defaults(run=_cmd_batch)
+    unp = sub.add_parser("unpack", help="check a batch's results archive and write its files "
+                         "under results/ (each replaced whole)")
+    unp.add_argument("archive", metavar="ARCHIVE", help="results-<profile>.tar.gz from `batch`")
+    unp.set_defaults(run=_cmd_unpack)
+
+
 def _cmd_notebook(args) -> int:
     """Execute a page's notebook (or every page's, ``--all``) at a profile with papermill
     (``ddbook.rerun``)."""
@@ -300,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true",
                       help="fetch torchvision's copy into <repo>/data if none is found")
     data.add_argument("--zca", action="store_true", help="also fit and cache ZCA whitening")
+    data.add_argument("--travel-copy", metavar="DIR", default=None, help="write the JPEG archive "
+                      "as one xz tar (~18 MB, the same bytes) and the published score files into "
+                      "DIR, e.g. data/ (git-ignored), to carry to a lent GPU")
     data.set_defaults(run=_cmd_data)
     scores = sub.add_parser("scores", help="compute our EL2N and forgetting scores (resumable)")
     scores.add_argument("--profile", default=None, help="ci | quick | gpu | paper (default: "
@@ -328,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_distill_parser(sub)
     _add_reproduce_parser(sub)
     _add_notebook_parser(sub)
+    _add_batch_parsers(sub)
     return parser
 
 
-_WRITES = {"scores", "window", "sweep-window", "coverage-check", "distill", "reproduce", "notebook"}
+_WRITES = {"scores", "window", "sweep-window", "coverage-check", "distill", "reproduce", "notebook",
+           "batch"}
 
 
 def _check_args(args) -> None:

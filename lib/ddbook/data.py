@@ -5,6 +5,10 @@ is set, else ``<repo>/data`` and ``../shared/data``. In each folder we look for
 
 - ``cifar10-jpeg.zip``: CIFAR-10 as JPEG files, ``{train,test}/<class>/NNNN.jpg``, where ``NNNN`` is
   the image's rank within its class in the original CIFAR order (the shared data of this project);
+- ``cifar10-jpeg.tar.xz``: the same JPEG files, byte for byte, in one xz-compressed tar (the
+  JPEGs share their 609-byte header tables, which a solid archive stores about once: ~18 MB
+  instead of 62, small enough to travel to a lent GPU with the working tree;
+  :func:`write_travel_copy`, ``python -m ddbook data --travel-copy DIR``);
 - ``cifar-10-batches-py/`` or ``cifar-100-python/``: torchvision's own on-disk layout (pickles).
 
 The decoded tensors are cached in ``paths.cache_dir()`` under a key of the source's contents, so a
@@ -22,6 +26,7 @@ import hashlib
 import io
 import os
 import pickle
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,13 +146,76 @@ def _candidates(spec: DatasetSpec, source: str | os.PathLike | None) -> list[Pat
     roots = [Path(source).expanduser()] if source is not None else paths.data_dirs()
     out = []
     for root in roots:
-        if root.suffix == ".zip" or root.name == spec.torchvision_dir:
+        if root.suffix == ".zip" or root.name.endswith(TRAVEL_SUFFIX) \
+                or root.name == spec.torchvision_dir:
             out.append(root)
             continue
         if spec.zip_name:
-            out.append(root / spec.zip_name)
+            out += [root / spec.zip_name, root / travel_name(spec)]
         out.append(root / spec.torchvision_dir)
     return out
+
+
+TRAVEL_SUFFIX = ".tar.xz"
+
+
+def travel_name(spec: DatasetSpec) -> str:
+    """``cifar10-jpeg.tar.xz``: the file name of the compact copy of ``spec.zip_name``."""
+    return spec.zip_name.removesuffix(".zip") + TRAVEL_SUFFIX
+
+
+def _zip_members(path: Path) -> dict[str, bytes]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CorruptDataError(f"{path} is not a readable zip archive ({e}). Fix: replace it with an "
+                               f"intact copy of cifar10-jpeg.zip (62 MB) or set DDBOOK_DATA.") from e
+    with archive:
+        return {n: archive.read(n) for n in archive.namelist() if n.endswith(".jpg")}
+
+
+def _tar_members(path: Path) -> dict[str, bytes]:
+    try:
+        with tarfile.open(path, "r:xz") as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()
+                    and m.name.endswith(".jpg")}
+    except (tarfile.TarError, OSError, EOFError) as e:   # lzma errors are OSError / EOFError
+        raise CorruptDataError(f"{path} is not a readable xz-compressed tar ({e}). Fix: write it "
+                               f"again with `python -m ddbook data --travel-copy DIR`, or use the "
+                               f"zip.") from e
+
+
+def write_travel_copy(dest: str | os.PathLike, name: str = "cifar10",
+                      source: str | os.PathLike | None = None) -> Path:
+    """Write ``<dest>/cifar10-jpeg.tar.xz``: every JPEG of the zip found for ``name`` (or of
+    ``source``), byte for byte, in one xz tar (deterministic: sorted names, zero times and
+    owners), checked member by member against the zip before it is renamed into place."""
+    spec = SPECS[name]
+    if not spec.zip_name:
+        raise ValueError(f"{name} has no JPEG archive to make a travel copy of")
+    _locate(spec, source)                  # no copy at all: the usual error, with the fix
+    zip_path = next((p for p in _candidates(spec, source) if p.suffix == ".zip" and p.exists()),
+                    None)
+    if zip_path is None:
+        raise DataNotFoundError(f"the travel copy is made from {spec.zip_name}, and none was found "
+                                f"(looked at {', '.join(map(str, _candidates(spec, source)))}). "
+                                f"Fix: point --source (or DDBOOK_DATA) at the zip")
+    members = _zip_members(zip_path)
+    dest = Path(dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / travel_name(spec)
+    tmp = target.with_name(f".{target.name}.tmp")
+    with tarfile.open(tmp, "w:xz", preset=6, format=tarfile.USTAR_FORMAT) as tar:
+        for n in sorted(members):
+            info = tarfile.TarInfo(n)
+            info.size, info.mtime, info.mode = len(members[n]), 0, 0o444
+            tar.addfile(info, io.BytesIO(members[n]))
+    if _tar_members(tmp) != members:
+        tmp.unlink()
+        raise CorruptDataError(f"the travel copy of {zip_path} did not read back equal; nothing "
+                               f"written")
+    os.replace(tmp, target)
+    return target
 
 
 def _locate(spec: DatasetSpec, source) -> Path:
@@ -188,35 +256,31 @@ def _fingerprint(path: Path) -> str:
 
 
 def _decode_zip(spec: DatasetSpec, path: Path) -> dict[str, np.ndarray]:
+    """Decode the JPEG archive (the zip, or its travel copy: the same bytes, the same arrays)."""
     from PIL import Image
 
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise CorruptDataError(f"{path} is not a readable zip archive ({e}). Fix: replace it with an "
-                               f"intact copy of {spec.zip_name} (62 MB) or set DDBOOK_DATA.") from e
+    files = _tar_members(path) if path.name.endswith(TRAVEL_SUFFIX) else _zip_members(path)
     out = {}
-    with archive:
-        names = [n for n in archive.namelist() if n.endswith(".jpg")]
-        for split, expected in (("train", spec.n_train), ("test", spec.n_test)):
-            members = sorted((n for n in names if n.startswith(split + "/")),
-                             key=lambda n: (spec.classes.index(n.split("/")[1]), n))
-            if len(members) != expected:
-                raise CorruptDataError(f"{path}: {len(members)} {split} images, expected {expected}. "
-                                       f"Fix: replace the archive with an intact copy.")
-            images = np.empty((expected, 32, 32, 3), np.uint8)
-            labels = np.empty(expected, np.int64)
-            ranks = np.empty(expected, np.int64)
-            for i, name in enumerate(members):
-                _, cls, fname = name.split("/")
-                try:
-                    with Image.open(io.BytesIO(archive.read(name))) as im:
-                        images[i] = np.asarray(im.convert("RGB"))
-                except Exception as e:  # PIL raises several types for bad bytes
-                    raise CorruptDataError(f"{path}: cannot decode {name} ({e}). Fix: replace the "
-                                           f"archive with an intact copy.") from e
-                labels[i], ranks[i] = spec.classes.index(cls), int(fname[:-4])
-            out[split] = (images.transpose(0, 3, 1, 2).copy(), labels, ranks, "class-sorted")
+    names = list(files)
+    for split, expected in (("train", spec.n_train), ("test", spec.n_test)):
+        members = sorted((n for n in names if n.startswith(split + "/")),
+                         key=lambda n: (spec.classes.index(n.split("/")[1]), n))
+        if len(members) != expected:
+            raise CorruptDataError(f"{path}: {len(members)} {split} images, expected {expected}. "
+                                   f"Fix: replace the archive with an intact copy.")
+        images = np.empty((expected, 32, 32, 3), np.uint8)
+        labels = np.empty(expected, np.int64)
+        ranks = np.empty(expected, np.int64)
+        for i, name in enumerate(members):
+            _, cls, fname = name.split("/")
+            try:
+                with Image.open(io.BytesIO(files[name])) as im:
+                    images[i] = np.asarray(im.convert("RGB"))
+            except Exception as e:  # PIL raises several types for bad bytes
+                raise CorruptDataError(f"{path}: cannot decode {name} ({e}). Fix: replace the "
+                                       f"archive with an intact copy.") from e
+            labels[i], ranks[i] = spec.classes.index(cls), int(fname[:-4])
+        out[split] = (images.transpose(0, 3, 1, 2).copy(), labels, ranks, "class-sorted")
     return out
 
 
@@ -308,7 +372,8 @@ def load_dataset(name: str = "cifar10", source: str | os.PathLike | None = None,
     cache = paths.cache_dir() / f"{spec.name}-{_fingerprint(path)}.pt"
     blob = _load_cache(cache)
     if blob is None:
-        raw = _decode_zip(spec, path) if path.suffix == ".zip" else _decode_torchvision(spec, path)
+        jpeg = path.suffix == ".zip" or path.name.endswith(TRAVEL_SUFFIX)
+        raw = _decode_zip(spec, path) if jpeg else _decode_torchvision(spec, path)
         blob = {"classes": list(raw.get("classes", spec.classes))}
         for split in ("train", "test"):
             images, labels, ranks, order = raw[split]

@@ -39,7 +39,7 @@ from .profiles import get_profile
 
 __all__ = ["Result", "StaleResultError", "CorruptResultError", "ResultConflictError",
            "ResultWriteError", "save_result", "load_result", "config_hash", "config_diff",
-           "check_replace", "check_writable", "result_status", "describe_device", "git_state", "result_path",
+           "check_replace", "check_writable", "result_status", "describe_device", "git_state", "lib_digest", "digest_files", "result_path",
            "Timer"]
 
 SCHEMA = 1
@@ -120,6 +120,22 @@ def git_state() -> dict:
     return dict(_GIT_STATE)
 
 
+def digest_files(files: dict) -> str:
+    """sha256 over ``{relative path: bytes}``, in path order (path and content both count)."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        data = files[name]
+        h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+def lib_digest() -> str:
+    """A digest of the library's source as it is on disk (every ``.py`` under ``ddbook/``)."""
+    base = Path(__file__).resolve().parent
+    return digest_files({p.relative_to(base).as_posix(): p.read_bytes()
+                         for p in base.rglob("*.py") if "__pycache__" not in p.parts})
+
+
 def _read_git_state() -> dict:
     root = paths.repo_root()
     try:
@@ -129,6 +145,11 @@ def _read_git_state() -> dict:
                                 capture_output=True, text=True, check=True, timeout=10).stdout
         return {"sha": sha, "dirty_lib": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
+        # no checkout (a lent GPU gets a copy of the tree): the commit named by whoever sent it,
+        # and the source digest that `python -m ddbook unpack` checks against that commit's
+        sha = os.environ.get("DDBOOK_SOURCE_COMMIT", "").strip()
+        if sha:
+            return {"sha": sha, "dirty_lib": None, "lib_digest": lib_digest()}
         return {"sha": "unknown", "dirty_lib": None}
 
 
