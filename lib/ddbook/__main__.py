@@ -285,7 +285,6 @@ def _cmd_batch(args) -> int:
 def _cmd_unpack(args) -> int:
     """Check a batch's results archive and write its files under results/."""
     from .batch import unpack
-
     from .paths import results_root
 
     written = unpack(Path(args.archive))

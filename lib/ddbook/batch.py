@@ -78,13 +78,13 @@ def pack(profile: str, out: Path, root: Path | None = None) -> Path:
     renamed, so that the archive is whole or absent."""
     root = Path(root or paths.results_root())
     out.mkdir(parents=True, exist_ok=True)
-    target = out / ARCHIVE.format(profile=profile)
-    tmp = target.with_name(target.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for p in _archive_members(root, profile):
-            tar.add(p, arcname=str(p.relative_to(root)))
-    os.replace(tmp, target)
-    return target
+
+    def write(f):
+        with tarfile.open(fileobj=f, mode="w:gz") as tar:
+            for p in _archive_members(root, profile):
+                tar.add(p, arcname=str(p.relative_to(root)))
+
+    return paths.write_atomic(out / ARCHIVE.format(profile=profile), write)
 
 
 def _environment(device: str | None) -> dict:
@@ -95,10 +95,6 @@ def _environment(device: str | None) -> dict:
             "device": describe_device(device), **git_state()}
 
 
-def _write_summary(out: Path, summary: dict) -> None:
-    tmp = out / (SUMMARY + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / SUMMARY)
 
 
 def _last_error(log_text: str) -> str:
@@ -160,7 +156,8 @@ def run_batch(pages: list[str], profile: str, out: Path, budget_s: float,
         summary["pages"] = [asdict(r) for r in runs]
         summary["seconds"] = round(time.monotonic() - start, 1)
         pack(profile, out)
-        _write_summary(out, summary)
+        paths.write_atomic(out / SUMMARY, lambda f: f.write(json.dumps(summary, indent=2)
+                                                           .encode() + b"\n"))
     return runs
 
 
@@ -231,8 +228,5 @@ def unpack(archive: Path, root: Path | None = None) -> list[Path]:
     for name, raw in sorted(data.items()):
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.unpack")
-        tmp.write_bytes(raw)
-        os.replace(tmp, target)
-        written.append(target)
+        written.append(paths.write_atomic(target, lambda f, raw=raw: f.write(raw)))
     return written

@@ -51,9 +51,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .gradmatch import (GMConfig, GMLoop, decode, distill_gm, mosaic_init, normalizer,
-                        save_atomic)
+from .gradmatch import GMConfig, GMLoop, decode, distill_gm, mosaic_init, normalizer
 from .networks import get_network
+from .paths import save_atomic
 from .train import default_device, predict, train_epoch
 
 __all__ = ["ScoreConfig", "DASMConfig", "DASMResult", "segment_sizes", "select_hardest",

@@ -345,11 +345,6 @@ def _load_cache(file: Path) -> dict | None:
         return None
 
 
-def _save_cache(file: Path, blob: dict) -> None:
-    tmp = file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, file)
-
 
 def load_dataset(name: str = "cifar10", source: str | os.PathLike | None = None,
                  download: bool = False) -> Dataset:
@@ -379,7 +374,7 @@ def load_dataset(name: str = "cifar10", source: str | os.PathLike | None = None,
             images, labels, ranks, order = raw[split]
             blob[split] = {"images": torch.from_numpy(images), "labels": torch.from_numpy(labels),
                            "class_rank": torch.from_numpy(ranks), "order": order}
-        _save_cache(cache, blob)
+        paths.save_atomic(cache, blob)
     splits = {s: Split(**blob[s]) for s in ("train", "test")}
     return Dataset(spec.name, tuple(blob["classes"]), splits["train"], splits["test"],
                    spec.mean, spec.std, str(path))

@@ -89,18 +89,6 @@ def expert_folder(config: ExpertConfig, fingerprint: str) -> Path:
     return paths.cache_dir() / "experts" / f"{config.network}-{key}"
 
 
-def _atomic(path: Path, write: Callable) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class CorruptCacheError(ValueError):
     """A cache file (expert trajectory, record or folder config) cannot be read."""
 
@@ -149,7 +137,7 @@ class _ExpertLock:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    _atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode() + b"\n"))
+    paths.write_atomic(path, lambda f: f.write(json.dumps(obj, indent=1).encode() + b"\n"))
 
 
 class ExpertBuffer:
@@ -288,7 +276,7 @@ def _checkpoint(folder: Path, i: int, traj, model, optimizer, generator, state: 
     traj.flush()  # rows up to state["epoch"] are on disk before the checkpoint says so
     blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(), "state": state}
-    _atomic(folder / f"expert_{i:03d}.ckpt.pt", lambda f: torch.save(blob, f))
+    paths.save_atomic(folder / f"expert_{i:03d}.ckpt.pt", blob)
 
 
 def _test(model: nn.Module, test) -> float | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -79,15 +78,12 @@ def feature_network(dataset: Dataset, config: FeatureNetConfig, device=None):
         start = int(blob["epoch"])
     for epoch in progress(range(start, config.epochs), desc="feature network"):
         train_epoch(model, x, y, opt, config.batch_size, gen, config.augment, scheduler=sched)
-        _save(ckpt, {"state": model.state_dict(), "opt": opt.state_dict(),
+        paths.save_atomic(ckpt, {"state": model.state_dict(), "opt": opt.state_dict(),
                      "sched": sched.state_dict(), "gen": gen.get_state(), "epoch": epoch + 1})
     acc = accuracy(model, x_test, y_test)
-    _save(file, {"state": model.state_dict(), "test_accuracy": acc, "config": asdict(config)})
+    paths.save_atomic(file, {"state": model.state_dict(), "test_accuracy": acc,
+                             "config": asdict(config)})
     ckpt.unlink(missing_ok=True)
     return model, acc
 
 
-def _save(file, blob) -> None:
-    tmp = file.with_suffix(f".tmp{os.getpid()}")
-    torch.save(blob, tmp)
-    os.replace(tmp, file)

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from .augment import DSAParams, apply_dsa, sample_dsa
+from .paths import save_atomic
 from .networks import get_network
 from .synset import SyntheticSet, make_synset
 from .train import default_device, progress
@@ -338,13 +339,6 @@ def _run_record(config: GMConfig, loop: GMLoop, images, labels, real_x, real_y, 
     return {"config": asdict(config), "seed": loop.seed, "lr_img": lr_img,
             "initial": _digest(images, labels), "real": data_fingerprint(real_x, real_y),
             "pool": _digest(pool_idx)}
-
-
-def save_atomic(path: Path, blob: dict) -> None:
-    """``torch.save(blob, path)`` through a temporary file and a rename (never half written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
 
 
 def _save(folder: Path, state: _State, record: dict) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from . import paths
 from .augment import DSA_STRATEGY, DSAParams, apply_dsa, sample_dsa
 from .experts import ExpertBuffer
 from .fused import _AvgPool2, _InstanceNorm, _InstanceReLUPool, convnet_plan  # noqa: F401 (tests)
@@ -411,9 +412,7 @@ def _save_checkpoint(folder: Path, state: _State, record: dict) -> None:
             "generators": {k: g.get_state() for k, g in state.generators.items()},
             "history": json.dumps(state.history), "curve": json.dumps(state.curve),
             "best": json.dumps(state.best)}
-    tmp = folder / f".checkpoint.{os.getpid()}.tmp"
-    torch.save(blob, tmp)
-    os.replace(tmp, folder / "checkpoint.pt")
+    paths.save_atomic(folder / "checkpoint.pt", blob)
 
 
 def _load_checkpoint(folder: Path, state: _State, record: dict) -> bool:

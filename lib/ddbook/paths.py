@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["repo_root", "data_dirs", "scores_dirs", "cache_dir", "results_root",
-           "PathSettingError", "env_path"]
+           "PathSettingError", "env_path", "write_atomic", "save_atomic"]
 
 
 class PathSettingError(ValueError):
@@ -104,3 +105,28 @@ def cache_dir() -> Path:
 def results_root() -> Path:
     """The root of the committed results tree (``$DDBOOK_RESULTS``, else ``<repo>/results``)."""
     return env_path("DDBOOK_RESULTS") or repo_root() / "results"
+
+
+def write_atomic(path: Path, write: Callable) -> Path:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file (binary) beside it,
+    which is flushed to disk and renamed over ``path``; on any error the temporary file is
+    removed and ``path`` is untouched. The temporary name (``.<name>.<pid>.tmp``) is per process,
+    so processes writing the same file never interleave. Returns ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_atomic(path: Path, blob) -> Path:
+    """``torch.save(blob, path)`` through :func:`write_atomic` (never half written)."""
+    import torch
+
+    return write_atomic(path, lambda f: torch.save(blob, f))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -25,7 +24,7 @@ from . import paths
 from .data import Dataset, normalize
 from .difficulty import el2n_scores, forgetting_scores
 from .networks import get_network
-from .train import correct, default_device, predict, progress, train_epoch
+from .train import default_device, predict, progress, train_epoch
 
 __all__ = ["ScoreRunConfig", "SCORE_RUNS", "score_run_config", "OurScores", "compute_scores",
            "spearman_per_class"]
@@ -121,9 +120,7 @@ def compute_scores(dataset: Dataset, config: ScoreRunConfig, device=None) -> Our
             t0 = time.perf_counter()
             blob = _one_run(config, x, y, dataset.num_classes, r, device)
             blob["seconds"] = torch.tensor(time.perf_counter() - t0)
-            tmp = file.with_suffix(f".tmp{os.getpid()}")
-            torch.save(blob, tmp)
-            os.replace(tmp, file)
+            paths.save_atomic(file, blob)
         runs.append(blob)
         seconds.append(float(blob["seconds"]))
     labels = y.cpu()

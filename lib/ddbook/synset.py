@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from . import paths
 from .experts import ExpertBuffer
 from .networks import functional_forward, get_network
 
@@ -248,10 +249,7 @@ def save_synset(path: str | os.PathLike, synset: SyntheticSet) -> Path:
             "is_selected": synset.is_selected.cpu().clone(),
             "syn_lr": torch.tensor(synset.syn_lr, dtype=torch.float64),
             "meta": json.dumps(synset.meta)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    return paths.save_atomic(path, blob)
 
 
 def load_synset(path: str | os.PathLike) -> SyntheticSet:

@@ -9,7 +9,6 @@ This is the maths of kornia's ``ZCAWhitening(eps=0.1)``, which MTT and DATM call
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +86,6 @@ def cached_zca(images: torch.Tensor, eps: float = 0.1) -> ZCA:
         except Exception:
             file.unlink(missing_ok=True)
     zca = fit_zca(images, eps)
-    tmp = file.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"mean": zca.mean, "transform": zca.transform, "inverse": zca.inverse,
-                "eps": zca.eps}, tmp)
-    os.replace(tmp, file)
+    paths.save_atomic(file, {"mean": zca.mean, "transform": zca.transform,
+                             "inverse": zca.inverse, "eps": zca.eps})
     return zca

@@ -533,7 +533,6 @@ def measure_units(width: int = 32, set_sizes=(250, 1000), iterations: int = 3,
     set of each of ``set_sizes`` images (N = 10 unroll steps of n/10, CPU s per image-step), and
     ``eval_steps`` SGD steps of 128 of a ConvNet-BN and a ConvNet-IN evaluation network under each
     augmentation mode (CPU s per step). Written under ``benchmarks/results/units/``."""
-    from ..data import normalize
     from ..evaluate import SelMatchEvalConfig, evaluate_selmatch
     from ..experts import ExpertConfig, train_experts
     from ..matching import LoopConfig, MatchConfig, distill
