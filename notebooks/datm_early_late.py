@@ -40,7 +40,8 @@
 # settings (three ranges × two IPCs). The figure draws the committed **`quick`** runs, whose
 # settings are printed below: IPC 10 (small) and IPC 500 (large, a tenth of CIFAR-10), the experts
 # of the MTT page (plain SGD, not GSAM), far fewer iterations than DATM's, two evaluation networks
-# per point (DATM's configs: one). The segment ranges are **ours** (DATM does not state them),
+# per point of the curves (DATM's configs: one) and five in each set's final evaluation, which the
+# verdict uses. The segment ranges are **ours** (DATM does not state them),
 # defined by the experts' **training progress** (below), at every profile. Rerun with
 # `python -m ddbook reproduce datm-ranges --profile quick` (resumable; the line above the settings
 # says which `quick` runs are present, missing or stale).
@@ -185,19 +186,36 @@ for ax, (ipc, res) in zip(axes[:, 0], runs.items()):
 # %% [markdown]
 # The runs at a glance, with what the evaluation networks took: their SGD steps (epochs × batches
 # per epoch) and how far they are from fitting the distilled set (final training loss minus its
-# floor, the mean entropy of the soft labels; a network that fits is near 0).
+# floor, the mean entropy of the soft labels; a network that fits is near 0). The curve's networks
+# are few and, at the large IPC, short (they only track the run); each final set is then evaluated
+# once more, by five networks and at the large IPC for enough epochs to fit it, and that **final
+# evaluation** is what the verdict judges.
 
 # %% tags=["hide-input"]
-pd.DataFrame([{
-    "IPC": ipc, "range": which,
-    "at iteration 0 (%)": 100 * r.data["eval_curve"][0]["mean"],
-    "final (%)": 100 * r.data["result_at_declared_iteration"]["mean"],
-    "eval epochs": r.data["result_at_declared_iteration"]["epochs"],
-    "eval SGD steps": r.data["result_at_declared_iteration"]["steps"],
-    "loss above its floor (nats)": datm.fit_excess(r),
-    "updates skipped (loss > threshold)": sum(r.data["skipped"]),
-    "minutes": r.provenance["wall_time_s"] / 60}
-    for ipc, res in runs.items() for which, r in res.items()]).set_index(["IPC", "range"]).round(2)
+finals = datm.final_evals(shown)
+rows = []
+for ipc, res in runs.items():
+    for which, r in res.items():
+        d, f = r.data["result_at_declared_iteration"], finals.get(ipc, {}).get(which)
+        rows.append({
+            "IPC": ipc, "range": which,
+            "at iteration 0 (%)": 100 * r.data["eval_curve"][0]["mean"],
+            "curve: final (%)": 100 * d["mean"], "curve: networks": len(d["accuracies"]),
+            "curve: epochs": d["epochs"], "curve: SGD steps": d["steps"],
+            "curve: loss above floor (nats)": datm.fit_excess(r),
+            "final evaluation (%)": 100 * f.data["mean"] if f else None,
+            "± std": 100 * f.data["std"] if f else None,
+            "networks": len(f.data["accuracies"]) if f else None,
+            "epochs": f.data["epochs"] if f else None,
+            "SGD steps": f.data["steps"] if f else None,
+            "loss above floor (nats)": (sum(f.data["train_loss"]) / len(f.data["train_loss"])
+                                        - f.data["label_entropy"]) if f else None,
+            "training-set accuracy (%)": 100 * sum(f.data["train_accuracy"])
+            / len(f.data["train_accuracy"]) if f and f.data.get("train_accuracy") else None,
+            "updates skipped": sum(r.data["skipped"]),
+            "minutes (run + final evaluation)": (r.provenance["wall_time_s"]
+                                                 + (f.provenance["wall_time_s"] if f else 0)) / 60})
+pd.DataFrame(rows).set_index(["IPC", "range"]).round(2)
 
 # %% [markdown]
 # ## DATM's soft labels
@@ -234,19 +252,23 @@ _ = ax.set_ylabel("images")
 # - **segments**: our ranges (the start epochs are in the settings table), fixed during the run;
 # - **distillation**: far fewer iterations than DATM's 5,000–10,000 and fewer student steps than its
 #   80–100, mini-batches of at most 100 images;
-# - **evaluation**: ConvNet width 32, two networks per point (DATM's configs: one), batch 128, soft
-#   cross-entropy; at IPC 500 the networks train for a few epochs only, about as many SGD steps as
-#   at IPC 10 but not the same number (the table above gives both), and they do **not** fit their
-#   training set, which makes the large-IPC half of the claim untestable at this scale (the verdict
-#   says so);
+# - **evaluation**: ConvNet width 32, batch 128, soft cross-entropy. The curves use two networks
+#   per point (DATM's configs: one) and, at IPC 500, a few epochs only (they do not fit the set);
+#   the final evaluation that the verdict judges uses five networks per set and, at IPC 500, 60
+#   epochs (DATM: 1,000): one network of the late set, trained 30 and 60 epochs in a calibration
+#   run, reached 63.3 and 64.6 % (the curve's 6-epoch networks: 54.1 % on average), its training
+#   loss flat between the two. The networks count as fitting their set when they classify at least
+#   95 % of it (no augmentation; soft labels: their argmax); a comparison whose networks do not is
+#   reported as not testable;
 # - **data**: CIFAR-10 decoded from JPEG.
 #
 # ## Verdict
 #
 # DATM's claim has two halves: at a small IPC, matching late segments is worse than early or all;
 # at a large IPC, it is better. Each comparison is Welch's t on the accuracies of the evaluation
-# networks, which are trained on one distilled set per range (so the interval is evaluation noise
-# only). A large-IPC comparison whose networks do not fit their training set cannot show what the
+# networks of each set's final evaluation (five per set), which are trained on one distilled set
+# per range (so the interval is evaluation noise only: a second distillation per range would add
+# the distillation's own noise, which these runs cannot measure). A large-IPC comparison whose networks do not fit their training set cannot show what the
 # hard patterns add, and is reported as not testable here.
 
 # %% tags=["hide-input"]

@@ -133,6 +133,8 @@ def test_option_off_is_the_old_path_bit_for_bit(sets):
             loss = train_epoch(m, x, y, opt, 8, g, "dsa", None, sched)
         assert float(loss) == res.train_loss[r], f"run {r}: loss not bit-identical"
         assert np.array_equal(correct(m, xt, yt).numpy(), res.correct[r]), f"run {r}: predictions"
+        assert res.train_accuracy[r] == float(correct(m, x, y).float().mean()), \
+            f"run {r}: training-set accuracy is not the trained network's on its own set"
 
 
 @pytest.mark.parametrize("protocol", ["mtt", "selmatch"])

@@ -32,7 +32,10 @@ def test_datm_plan_is_three_ranges_at_two_ipcs_and_resolves():
             assert p.match.learn_labels and p.soft_labels == "correct-experts", "DATM soft labels"
             assert p.match.max_start_epoch - 1 + p.match.expert_epochs <= p.experts.epochs
         plan = mr.plan(get_profile(profile))
-        assert [x.name for x in plan] == ["datm-experts"] + [r.name for r in runs]
+        evals = [r.name.replace("datm-ranges-", "datm-eval-") for r in runs]
+        assert [x.name for x in plan] == ["datm-experts"] + [r.name for r in runs] + evals
+        assert [x.range_run.name for x in plan[7:]] == [r.name for r in runs], \
+            "one final evaluation per range run"
     quick = {r.name: resolve(r.preset, "quick", r.overrides)
              for r in mr.range_runs(get_profile("quick"))}
     mtt = resolve("mtt-cifar10-ipc10", "quick")
@@ -87,7 +90,8 @@ def _fake(data: dict, profile="quick", labels=None):
 
 def _runs(ipc, accs: dict, loss=0.1, labels=None):
     return {f"datm-ranges-ipc{ipc}-{w}": _fake({"result_at_declared_iteration": {
-        "accuracies": a, "train_loss": [loss, loss]}}, labels=labels) for w, a in accs.items()}
+        "accuracies": a, "epochs": 6, "train_loss": [loss, loss]}}, labels=labels)
+        for w, a in accs.items()}
 
 
 def test_verdicts_on_both_halves_and_the_fit_check():
@@ -110,3 +114,64 @@ def test_verdicts_on_both_halves_and_the_fit_check():
     assert abs(mr.fit_excess(next(iter(unfit.values()))) - (0.9 - 0.6931)) < 1e-3
     fit = _runs(500, {"early": [0.60, 0.61], "late": [0.64, 0.65]}, loss=0.7, labels=soft)
     assert mr.verdicts(fit)[0].outcome == "supported"
+
+
+def _final(ipc, accs: dict, loss, entropy):
+    return {f"datm-eval-ipc{ipc}-{w}": _fake({"accuracies": a, "epochs": 60,
+                                               "train_loss": [loss] * len(a),
+                                               "label_entropy": entropy})
+            for w, a in accs.items()}
+
+
+def test_the_final_evaluation_decides_where_it_exists():
+    import torch
+
+    soft = torch.log(torch.tensor([[0.5, 0.5]]))      # label entropy ln 2
+    # the runs' own 2-network evaluation: unfit (0.21 nats above the floor) and too few networks
+    runs = _runs(500, {"early": [0.60, 0.61], "late": [0.64, 0.65]}, loss=0.9, labels=soft)
+    assert mr.verdicts(runs)[0].note.startswith("not testable")
+    # the final evaluation: 5 networks that fit (0.05 nats above ln 2)
+    final = _final(500, {"early": [0.60, 0.61, 0.605, 0.60, 0.615],
+                         "late": [0.64, 0.65, 0.645, 0.655, 0.64]}, 0.7431, 0.6931)
+    j = mr.judged({**runs, **final})
+    assert j[500]["late"]["source"] == "final evaluation" and j[500]["late"]["networks"] == 5
+    assert abs(j[500]["late"]["fit_excess"] - 0.05) < 1e-9
+    v = mr.verdicts({**runs, **final})[0]
+    assert v.outcome == "supported" and "(final evaluation)" in v.note, v
+    # an unfit final evaluation is not testable either, however clear its interval
+    unfit = _final(500, {"early": [0.60, 0.61, 0.605], "late": [0.64, 0.65, 0.645]}, 0.9, 0.6931)
+    assert mr.verdicts({**runs, **unfit})[0].note.startswith("not testable")
+    # one range evaluated finally, the other not: each is judged by what it has, and it says so
+    mixed = {**runs, **{k: v for k, v in final.items() if k.endswith("late")}}
+    sources = {w: r["source"] for w, r in mr.judged(mixed)[500].items()}
+    assert sources == {"early": "the run's declared evaluation", "late": "final evaluation"}
+    # where the training-set accuracy is recorded it decides the fit, not the loss
+    for acc, testable in ((0.97, True), (0.90, False)):
+        rec = {k: _fake({**v.data, "train_accuracy": [acc] * 3}) for k, v in unfit.items()}
+        j = mr.judged({**runs, **rec})[500]["early"]
+        assert j["fits"] is testable and "training-set accuracy" in j["fit"], j
+        v = mr.verdicts({**runs, **rec})[0]
+        assert v.note.startswith("not testable") is not testable, v.note
+
+
+def test_final_evaluation_config_follows_the_run(monkeypatch):
+    quick = get_profile("quick")
+    plan = {p.name: p for p in mr.plan(quick)}
+    declared = {"network": "ConvNet", "width": 32, "depth": None, "epochs": 6, "batch_size": 128,
+                "momentum": 0.9, "weight_decay": 0.0005, "decay": 0.1, "augment": "dsa",
+                "reference_epochs": False, "runs": 2, "seed": 1000, "test_batch_size": 1024}
+    src = _fake({"result_at_declared_iteration": {"config": declared}, "n_images": 5000})
+    src.provenance["config_hash"] = "abc"
+    cfg = plan["datm-eval-ipc500-late"].config(quick, src)
+    assert cfg["eval"]["epochs"] == 60 and cfg["eval"]["runs"] == 5, cfg
+    assert cfg["eval"]["seed"] == 1000 and cfg["source_config_hash"] == "abc"
+    small = _fake({"result_at_declared_iteration": {"config": {**declared, "epochs": 300}},
+                   "n_images": 100})
+    small.provenance["config_hash"] = "def"
+    assert plan["datm-eval-ipc10-late"].config(quick, small)["eval"]["epochs"] == 300, \
+        "the small IPC keeps its run's own evaluation epochs"
+    # no finished run: the final evaluation is missing, and running it says what to run first
+    monkeypatch.setattr(mr.ProgressRun, "load", lambda self, profile: None)
+    assert plan["datm-eval-ipc10-late"].load(quick) is None
+    with pytest.raises(FileNotFoundError, match="--only datm-ranges-ipc10-late"):
+        plan["datm-eval-ipc10-late"].run(quick)

@@ -92,6 +92,14 @@ def test_soft_labels_datm(sets):
     cfg = MTTEvalConfig(width=8, depth=2, epochs=2, batch_size=128, runs=1)
     r = evaluate_mtt(x, soft, torch.tensor(0.01), xt, yt, cfg, device=CPU)
     assert r.correct.shape == (1, 30) and math.isfinite(r.train_loss[0]), "soft labels failed"
+    # the training-set accuracy is measured against the soft labels' argmax, per run
+    fit = MTTEvalConfig(width=8, depth=2, epochs=60, batch_size=128, runs=2, augment="none")
+    r = evaluate_mtt(x, soft, 0.05, xt, yt, fit, device=CPU)
+    assert len(r.train_accuracy) == 2 and r.to_dict()["train_accuracy"] == r.train_accuracy
+    assert min(r.train_accuracy) >= 0.9, f"20 images, 60 epochs: {r.train_accuracy}"
+    flipped = evaluate_mtt(x, soft.roll(1, dims=1), 0.05, xt, yt, fit, device=CPU)
+    assert min(flipped.train_accuracy) >= 0.9, \
+        f"labels rolled by one class: still fitted, measured against the labels {flipped}"
 
 
 def test_real_subset_ratio(cifar10):

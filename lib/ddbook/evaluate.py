@@ -91,6 +91,8 @@ class EvalResult:
     train_loss: tuple[float, ...]    # last epoch's mean training loss, per run
     config: dict                     # the protocol config, as a dict
     wall_time_s: float               # for all k runs
+    train_accuracy: tuple[float, ...] = ()  # per run, on its training set after training (no
+    #                                         augmentation, eval mode; soft labels: their argmax)
 
     @property
     def mean(self) -> float:
@@ -106,7 +108,7 @@ class EvalResult:
         ``save_result(..., arrays=result.correct_arrays())`` (read back by :func:`load_correct`);
         ``n_test`` is kept here so the bits can be unpacked."""
         keys = ("protocol", "network", "accuracies", "epochs", "steps", "eval_point", "lr",
-                "schedule", "seeds", "train_loss", "config", "wall_time_s")
+                "schedule", "seeds", "train_loss", "train_accuracy", "config", "wall_time_s")
         return {"mean": self.mean, "std": self.std, "runs": len(self.accuracies),
                 "n_test": int(self.correct.shape[1]), **{k: getattr(self, k) for k in keys}}
 
@@ -242,23 +244,29 @@ def _run_protocol(protocol: str, config, lr: float, data: tuple, make_optimizer,
     stacked = epoch_hook is None and use_batched(batched, config.network, config.width,
                                                  config.depth, config.runs, device)
     if stacked:
-        rights, losses, epochs, lrs = _train_stacked(protocol, config, nets, gens, data,
-                                                     make_optimizer)
+        rights, losses, epochs, lrs, fits = _train_stacked(protocol, config, nets, gens, data,
+                                                           make_optimizer)
     else:
-        rights, losses, epochs, lrs = _train_each(protocol, config, nets, gens, data,
-                                                  make_optimizer, epoch_hook)
+        rights, losses, epochs, lrs, fits = _train_each(protocol, config, nets, gens, data,
+                                                        make_optimizer, epoch_hook)
     steps = epochs * math.ceil(len(images) / config.batch_size)
     accs = tuple(float(r.mean()) for r in rights)
     seeds = tuple(config.seed + r for r in range(config.runs))
     return EvalResult(protocol, config.network, accs, rights, epochs, steps, EVAL_POINT, lr,
                       tuple(lrs), schedule, seeds, tuple(losses), asdict(config),
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, tuple(fits))
+
+
+def _hard(labels: torch.Tensor) -> torch.Tensor:
+    """Hard labels of a training set: soft label logits (N, K) -> their argmax."""
+    return labels.argmax(1) if labels.ndim == 2 else labels
 
 
 def _train_each(protocol, config, nets, gens, data, make_optimizer, epoch_hook=None):
-    """The runs one after another; returns (correct (k, N), losses, epochs, lrs)."""
+    """The runs one after another; returns (correct (k, N), losses, epochs, lrs, training-set
+    accuracies)."""
     images, labels, is_selected, test_images, test_labels, _ = data
-    rights, losses = [], []
+    rights, losses, fits = [], [], []
     for r, (model, gen) in enumerate(zip(nets, gens)):
         opt, sched, epochs = make_optimizer(model)
         lrs = []
@@ -270,7 +278,9 @@ def _train_each(protocol, config, nets, gens, data, make_optimizer, epoch_hook=N
                 epoch_hook(r, epoch, model)
         rights.append(correct(model, test_images, test_labels, config.test_batch_size).cpu())
         losses.append(float(loss))
-    return torch.stack(rights).numpy(), losses, epochs, lrs
+        fits.append(float(correct(model, images, _hard(labels), config.test_batch_size)
+                          .float().mean()))
+    return torch.stack(rights).numpy(), losses, epochs, lrs, fits
 
 
 def _train_stacked(protocol, config, nets, gens, data, make_optimizer):
@@ -285,7 +295,8 @@ def _train_stacked(protocol, config, nets, gens, data, make_optimizer):
         loss = train_epoch_stacked(model, [images] * k, [labels] * k, opt, config.batch_size,
                                    gens, config.augment, [is_selected] * k, sched)
     right = correct_stacked(model, test_images, test_labels, config.test_batch_size)
-    return right.cpu().numpy(), loss.tolist(), epochs, lrs
+    fits = correct_stacked(model, images, _hard(labels), config.test_batch_size).float().mean(1)
+    return right.cpu().numpy(), loss.tolist(), epochs, lrs, fits.tolist()
 
 
 def evaluate_mtt(images: torch.Tensor, labels: torch.Tensor, lr: float | torch.Tensor,
