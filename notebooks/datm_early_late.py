@@ -74,7 +74,10 @@ P, D = params.page_profiles(globals(), ["profile", "draw"])  # an unknown -p is 
 def settings(profile):
     """The range runs' settings at ``profile`` (start epochs as resolved, where known)."""
     rows = []
+    networks, final_epochs = datm.FINAL_EVAL[profile.name]
     for piece in datm.plan(profile)[1:]:
+        if isinstance(piece, datm.FinalEval):
+            continue
         run = piece.resolved(profile) if isinstance(piece, datm.ProgressRun) else piece
         if run is None:
             continue
@@ -83,7 +86,9 @@ def settings(profile):
                      "start epochs": f"[{p.match.min_start_epoch}, {p.match.max_start_epoch})",
                      "expert epochs": p.experts.epochs, "experts": p.n_experts,
                      "GSAM": p.experts.gsam, "N": p.match.syn_steps, "iterations": p.loop.iterations,
-                     "eval epochs": p.eval_epochs, "eval runs": p.eval_runs})
+                     "curve: eval epochs": p.eval_epochs, "curve: eval networks": p.eval_runs,
+                     "final evaluation: epochs": final_epochs.get(p.ipc, p.eval_epochs),
+                     "final evaluation: networks": networks})
     return pd.DataFrame(rows).set_index("run") if rows else "no range run resolvable yet"
 
 
