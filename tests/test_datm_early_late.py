@@ -175,3 +175,21 @@ def test_final_evaluation_config_follows_the_run(monkeypatch):
     assert plan["datm-eval-ipc10-late"].load(quick) is None
     with pytest.raises(FileNotFoundError, match="--only datm-ranges-ipc10-late"):
         plan["datm-eval-ipc10-late"].run(quick)
+
+
+def test_a_set_gone_from_the_cache_is_remade_only_when_its_final_evaluation_needs_it(monkeypatch):
+    ci = get_profile("ci")
+    ran = []
+    monkeypatch.setattr(mr, "run_pieces", lambda pieces, profile, device, only, rerun:
+                        ran.extend(p.name for p in pieces if isinstance(p, mr.ProgressRun)
+                                   and rerun(p, object())))
+    monkeypatch.setattr(mr, "has_final_set", lambda result: False)       # every set is gone
+    missing = {"datm-eval-ipc10-late"}
+    monkeypatch.setattr(mr.FinalEval, "load",
+                        lambda self, profile: None if self.name in missing else object())
+    mr.run(ci)
+    assert ran == ["datm-ranges-ipc10-late"], ran
+    ran.clear()
+    monkeypatch.setattr(mr, "has_final_set", lambda result: True)        # the sets are there
+    mr.run(ci)
+    assert ran == [], "a set still in the cache is evaluated, not remade"

@@ -29,7 +29,8 @@ from pathlib import Path
 from ..presets import get_preset, resolve, scaled
 from ..profiles import Profile
 from ..results import Timer, load_result, save_result
-from ._common import DistillRun, Loaded, as_profile, load_pieces, run_pieces
+from ._common import (DistillRun, Loaded, as_profile, has_final_set, load_pieces,
+                      run_pieces)
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "DATM_RANGES",
            "PROGRESS_RANGES", "SEGMENTS", "datm_range_overrides", "progress_range_overrides",
@@ -274,10 +275,20 @@ def plan(profile: Profile) -> list:
 
 
 def run(profile: Profile, device=None, only=None) -> list:
-    """Run every missing or stale range run (resumable); return the results paths. ``only``: the
-    runs whose name contains it (e.g. ``late``, ``ipc500``)."""
+    """Run every missing or stale piece (resumable); return the results paths. ``only``: the
+    pieces whose name contains it (e.g. ``late``, ``ipc500``, ``datm-eval``). A finished range run
+    whose final evaluation is still to be made but whose set has left the cache (a fresh machine)
+    is run again first, so that there is a set to evaluate."""
     profile = as_profile(profile)
-    return run_pieces(plan(profile), profile, device, only)
+    pieces = plan(profile)
+    evals = [f for f in pieces if isinstance(f, FinalEval)]
+    done = load_pieces(evals, profile).found
+    pending = {f.range_run.name for f in evals if f.name not in done}
+
+    def rerun(piece, result) -> bool:
+        return piece.name in pending and not has_final_set(result)
+
+    return run_pieces(pieces, profile, device, only, rerun)
 
 
 def load(profile: Profile) -> Loaded:
