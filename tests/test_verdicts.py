@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -183,6 +184,10 @@ def test_render_and_summary():
     assert "Of 3 claims tested, 1 supported, 1 contradicted and 1 inconclusive at this scale." in para
     assert "A beats b: supported (+" in para and "interval not estimable" in para
     assert V.summary([]) == "No claim was tested."
+    overruled = replace(vs[0], outcome=I, note="not testable at this scale: unfit; runs = networks")
+    para = V.summary([overruled])
+    assert "inconclusive at this scale (+" in para and "; not testable at this scale: unfit)" in para
+    assert "runs = networks" not in para, "only the reason, not the whole note"
 
 
 @pytest.mark.parametrize("call,match", [

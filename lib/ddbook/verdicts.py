@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["OUTCOMES", "Verdict", "VerdictTable", "compare_means", "one_sample", "bootstrap_diff", "at_point",
-           "crossfit_best", "trend", "argmax_trend", "render", "summary"]
+           "crossfit_best", "trend", "argmax_trend", "render", "summary", "NOT_TESTABLE"]
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = OUTCOMES = (
     "supported", "contradicted", "inconclusive at this scale")
@@ -343,9 +343,15 @@ def render(verdicts: Sequence[Verdict]) -> VerdictTable:
     return VerdictTable(verdicts)
 
 
+# a verdict whose note starts with this was made inconclusive by a precondition, whatever its
+# interval; the summary repeats that note's first clause (the reason)
+NOT_TESTABLE = "not testable"
+
+
 def summary(verdicts: Sequence[Verdict]) -> str:
     """One paragraph for a page's Summary: counts per outcome, then each claim's outcome with its
-    effect and interval — generated from the verdicts, never typed."""
+    effect and interval (and, for one overruled as not testable, why) — generated from the
+    verdicts, never typed."""
     verdicts = list(verdicts)
     if not verdicts:
         return "No claim was tested."
@@ -355,7 +361,11 @@ def summary(verdicts: Sequence[Verdict]) -> str:
     parts = []
     for v in verdicts:
         effect, ci = v._numbers()
-        parts.append(f"{_capital(v.claim)}: {v.outcome} ({effect}, {_pct(v.level)} interval {ci}).")
+        why = ""
+        if v.note and v.note.startswith(NOT_TESTABLE):   # the reason an interval was overruled
+            why = f"; {v.note.split(';')[0]}"
+        parts.append(f"{_capital(v.claim)}: {v.outcome} ({effect}, {_pct(v.level)} interval "
+                     f"{ci}{why}).")
     return " ".join([head, *parts])
 
 

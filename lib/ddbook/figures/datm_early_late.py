@@ -372,7 +372,7 @@ def verdicts(loaded) -> list:
     its floor) is not testable at this scale: inconclusive, whatever its interval. Each set is
     judged by its final evaluation (:class:`FinalEval`) where it exists, else by its run's
     declared evaluation (:func:`judged`; the note says which)."""
-    from ..verdicts import INCONCLUSIVE, compare_means
+    from ..verdicts import INCONCLUSIVE, NOT_TESTABLE, compare_means
 
     found = loaded.found if isinstance(loaded, Loaded) else loaded
     out = []
@@ -392,8 +392,8 @@ def verdicts(loaded) -> list:
                      f"({' and '.join(used)})"]
             unfit = [f"{x}: {res[x]['fit']}" for x in (a, b) if not res[x]["fits"]]
             if unfit:
-                notes.insert(0, f"not testable at this scale: the evaluation networks do not fit "
-                                f"their training set ({'; '.join(unfit)})")
+                notes.insert(0, f"{NOT_TESTABLE} at this scale: the evaluation networks do not fit "
+                                f"their training set ({' and '.join(unfit)})")
                 v = with_fields(v, outcome=INCONCLUSIVE)
             out.append(with_fields(v, note="; ".join(notes + ([v.note] if v.note else []))))
     return out
