@@ -34,7 +34,7 @@ from ._common import (DistillRun, Loaded, as_profile, has_final_set, load_pieces
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "DATM_RANGES",
            "PROGRESS_RANGES", "SEGMENTS", "datm_range_overrides", "progress_range_overrides",
-           "fit_excess", "FIT_EXCESS_NATS", "FIT_TRAIN_ACCURACY", "range_runs", "by_ipc",
+           "fit_excess", "label_entropy", "FIT_EXCESS_NATS", "FIT_TRAIN_ACCURACY", "range_runs", "by_ipc",
            "FinalEval", "FINAL_EVAL", "final_evals", "judged"]
 
 NAME = "datm-ranges"
@@ -218,9 +218,10 @@ class FinalEval:
     def config(self, profile: Profile, source) -> dict:
         declared = source.data["result_at_declared_iteration"]["config"]
         runs, epochs = FINAL_EVAL[profile.name]
-        ipc = int(source.data["n_images"]) // 10
+        ipc = int(self.range_run.name[len("datm-ranges-ipc"):].rsplit("-", 1)[0])
         return {"source": self.range_run.name,
-                "source_config_hash": source.provenance["config_hash"], "eval": {**declared, "runs": runs, "epochs": epochs.get(ipc, declared["epochs"])}}
+                "source_config_hash": source.provenance["config_hash"],
+                "eval": {**declared, "runs": runs, "epochs": epochs.get(ipc, declared["epochs"])}}
 
     def load(self, profile: Profile):
         source = self.range_run.load(profile)
@@ -251,11 +252,8 @@ class FinalEval:
             ev = evaluate_mtt(synset.images, synset.labels, synset.syn_lr, data[5], data[6],
                               MTTEvalConfig(**config["eval"]), num_classes=data[0].num_classes,
                               device=device)
-        floor = 0.0
-        if synset.labels.is_floating_point() and synset.labels.ndim == 2:
-            prob = synset.labels.float().softmax(1)
-            floor = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
-        out = {**ev.to_dict(), "label_entropy": floor, "n_images": len(synset),
+        out = {**ev.to_dict(), "label_entropy": label_entropy(synset.labels),
+               "n_images": len(synset),
                "label": "final set, final evaluation (more networks; at the large IPC, epochs "
                         "enough to fit)"}
         return save_result(f"distill/{self.name}", profile.name, out, config,
@@ -297,19 +295,25 @@ def load(profile: Profile) -> Loaded:
     return load_pieces(plan(profile), profile)
 
 
-def fit_excess(result) -> float:
-    """How far the evaluation networks are from fitting the distilled set: their mean final
-    training loss minus its floor, the mean entropy of the set's labels (soft labels: the softmax of
-    the saved label logits; hard labels: 0), in nats."""
+def label_entropy(labels) -> float:
+    """The floor of the soft cross-entropy a network can reach on a set: the mean entropy of its
+    labels (soft label logits: their softmax; hard labels: 0), in nats."""
     import torch
 
+    if labels is None:
+        return 0.0
+    labels = torch.as_tensor(labels)
+    if not labels.is_floating_point() or labels.ndim != 2:
+        return 0.0
+    prob = labels.float().softmax(1)
+    return float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
+
+
+def fit_excess(result) -> float:
+    """How far the evaluation networks are from fitting the distilled set: their mean final
+    training loss minus its floor (:func:`label_entropy` of the set's saved labels), in nats."""
     loss = result.data["result_at_declared_iteration"]["train_loss"]
-    labels = (result.arrays or {}).get("labels")
-    floor = 0.0
-    if labels is not None and torch.as_tensor(labels).is_floating_point() and labels.ndim == 2:
-        prob = torch.as_tensor(labels).float().softmax(1)
-        floor = float(-(prob * prob.clamp_min(1e-12).log()).sum(1).mean())
-    return sum(loss) / len(loss) - floor
+    return sum(loss) / len(loss) - label_entropy((result.arrays or {}).get("labels"))
 
 
 def _by_ipc(found: dict, prefix: str) -> dict:
