@@ -174,6 +174,27 @@ def test_verdicts_of_the_control(tiny, cifar10):
     assert all(isinstance(v, V.Verdict) for v in selmatch_alpha.verdicts(loaded))
 
 
+def test_the_alpha_trend_waits_for_complete_grids():
+    from ddbook.results import Result
+
+    def fake(rows):
+        return sc.Loaded({f"r{r:.2f}_a{a:.1f}": Result(None, {
+            "ratio": r, "alpha": a, "accuracies": acc, "train_loss": [0.01] * len(acc),
+            "updates_per_distilled_image": 500 if a else None}, {"profile": "quick"}, None)
+            for r, t in rows.items() for a, acc in t.items()}, [], {})
+
+    grid = sc.scale_config(QUICK).alphas
+    up = {a: [0.40 + 0.1 * a + d for d in (0.0, 0.01, 0.02)] for a in grid}     # best α = 1
+    down = {a: [0.50 - 0.1 * a + d for d in (0.0, 0.01, 0.02)] for a in grid}   # best α = 0
+    claim = "the best α falls as the subset grows (Fig. 4a)"
+    # 10 % has run only α = 0 and 0.2: its argmax (0.2) would fake a fall from 5 %'s 1.0
+    partial = fake({0.05: up, 0.10: {a: up[a] for a in (0.0, 0.2)}})
+    assert claim not in [v.claim for v in selmatch_alpha.verdicts(partial)]
+    assert set(selmatch_alpha.complete_rows(selmatch_alpha.alpha_table(partial), grid)) == {0.05}
+    both = {v.claim: v for v in selmatch_alpha.verdicts(fake({0.05: up, 0.10: down}))}
+    assert both[claim].outcome == "supported", both[claim]
+
+
 def test_cli_names_the_pieces_when_only_matches_none(capsys):
     from ddbook.__main__ import main
     assert main(["reproduce", "selmatch-table1", "--profile", "ci", "--only", "zzz"]) == 2

@@ -20,7 +20,7 @@ TITLE = "SelMatch Fig. 4(a): the distillation portion alpha"
 UPDATES_TARGET = {"ci": 1, "quick": 500, "gpu": 500, "paper": 500}   # per distilled image
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "alpha_table",
-           "points", "proofs", "control", "draw", "UPDATES_TARGET"]
+           "points", "proofs", "control", "draw", "complete_rows", "UPDATES_TARGET"]
 
 
 def plan(profile: Profile) -> list:
@@ -110,11 +110,20 @@ def control(loaded):
                         + (f"; {v.note}" if v.note else ""))
 
 
+def complete_rows(table: dict, alphas) -> dict:
+    """The ratios of ``table`` ({ratio: {α: accuracies}}) that hold every α of the grid ``alphas``,
+    each with the same number of networks: the only rows whose best α means anything (a row
+    missing its larger α would have its argmax pulled down by what has not run yet)."""
+    grid = {round(a, 6) for a in alphas}
+    return {r: t for r, t in table.items() if {round(a, 6) for a in t} == grid
+            and len({len(v) for v in t.values()}) == 1}
+
+
 def verdicts(loaded) -> list:
     """The precondition (random-subset accuracy rises with the ratio, from the Fig. 3 sweep), the
     control, the paper's claim "the best α falls as the subset grows" (argmax trend over the
-    ratios, bootstrap over networks), and, at each ratio, the best α (cross-fitted over networks)
-    against the window alone."""
+    ratios whose α grid is complete, bootstrap over networks; not judged before two are), and, at
+    each ratio, the best α (cross-fitted over networks) against the window alone."""
     from .. import verdicts as V
     from ..profiles import get_profile
     prof = _profile(loaded)
@@ -123,8 +132,7 @@ def verdicts(loaded) -> list:
     if c is not None:
         out.append(c)
     table = alpha_table(loaded)
-    full = {r: t for r, t in table.items() if len(t) >= 2 and
-            len({len(v) for v in t.values()}) == 1}
+    full = complete_rows(table, sc.scale_config(get_profile(prof)).alphas) if prof else {}
     if len(full) >= 2:
         out.append(V.argmax_trend(full, "the best α falls as the subset grows (Fig. 4a)",
                                   direction="decreasing", units="α",

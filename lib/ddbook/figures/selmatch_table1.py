@@ -141,7 +141,9 @@ def rows(loaded, profile: Profile, groups: dict | None = None) -> tuple[list[dic
         notes.append(f"random and window rows not drawn: {why}")
     elif fig3_missing:
         notes.append(f"the Fig. 3 sweep at {profile.name} misses {len(fig3_missing)} points")
-    alpha_t = selmatch_alpha.alpha_table(loaded)
+    # the best-α row only where the α page's grid is complete (a partial grid's best is biased)
+    alpha_t = selmatch_alpha.complete_rows(selmatch_alpha.alpha_table(loaded),
+                                           sc.scale_config(profile).alphas)
     out = []
     for ratio in sc.scale_config(profile).ratios:
         ps = sc.paper_setting(ratio)
