@@ -161,6 +161,20 @@ def test_verdicts_separated_supported_flat_inconclusive():
     assert all("paired" in v.test and v.n.startswith("8 paired") for v in aug)
 
 
+def test_tplus_verdicts_wait_for_the_plans_grid():
+    """(d) judges the plan's large ratio only when its T+ grid is complete: without it nothing
+    falls back to the small ratio; without the small ratio only the trend is judged."""
+    full = _loaded(0.1)
+    tplus = [v.claim for v in ab.verdicts(full) if "T+" in v.claim or "start epoch" in v.claim]
+    assert len(tplus) == 2 and "at the large ratio (30%)" in tplus[0]
+
+    def without(name):
+        return Loaded({k: r for k, r in full.found.items() if k != name}, [], {})
+    assert not [v for v in ab.verdicts(without("r0.30_tplus-p0.50")) if "Fig. 4d" in v.claim]
+    left = [v.claim for v in ab.verdicts(without("r0.10_tplus-p0.50")) if "Fig. 4d" in v.claim]
+    assert left == [tplus[0]]
+
+
 def test_tables_place_the_source_at_its_own_tplus_progress():
     tp = ab.tplus_table(_loaded(0.1))
     src = tp[tp["source"]]

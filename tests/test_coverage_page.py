@@ -184,6 +184,23 @@ def test_coverage_verdicts_separated_and_flat():
         assert "bootstrap over test examples" in v.test and "one set per method" in v.note
 
 
+def test_coverage_verdicts_wait_for_the_plans_grid():
+    """With the plan's largest ratio missing, no 'largest ratio' claim names a smaller one, and no
+    trend is drawn over a partial grid; per-ratio claims name their ratio and stay."""
+    grp, cfg, ratios = _groups(), cov.CoverageConfig(n_boot=200), [0.05, 0.1, 0.2]
+    part = {(m, r): _cov(0.5) for m in ("mtt", "selmatch") for r in ratios[:2]}
+    claims = [v.claim for v in CV._coverage_verdicts(part, grp, ratios, cfg)]
+    assert claims == [f"at {r:.0%}, SelMatch covers more of the hard half than MTT"
+                      for r in (0.05, 0.1)], claims
+    import pandas as pd
+    rows = [{"method": m, "ratio": r, "hard": 0.3 + 0.01 * k} for m in ("mtt", "random")
+            for r in ratios[:2] for k in range(3)]
+    assert CV._accuracy_verdicts(pd.DataFrame(rows), ratios) == []
+    rows += [{"method": m, "ratio": 0.2, "hard": 0.3 + 0.01 * k} for m in ("mtt", "random")
+             for k in range(3)]
+    assert len(CV._accuracy_verdicts(pd.DataFrame(rows), ratios)) == 2
+
+
 def test_interaction_verdict_separated_and_flat():
     x = np.repeat([0.05, 0.1, 0.2], 3)
     noise = np.tile([-0.01, 0.0, 0.01], 3)

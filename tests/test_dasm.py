@@ -161,14 +161,21 @@ def test_verdicts_read_the_table():
 
     from ddbook.figures import dasm as fig
 
-    R = namedtuple("R", "data")
-    acc = {("gm", 10): [.50, .51, .52], ("gm", 50): [.60, .61, .62],
-           ("dasm", 10): [.51, .50, .52], ("dasm", 50): [.70, .72, .71],
-           ("tm", 50): [.61, .60, .62]}
-    found = {f"{m}-ipc{i}": R({"method": m, "ipc": i, "accuracies": a})
+    R = namedtuple("R", "data profile")
+    acc = {("gm", 25): [.50, .51, .52], ("gm", 50): [.55, .56, .57], ("gm", 100): [.60, .61, .62],
+           ("dasm", 25): [.51, .50, .52], ("dasm", 50): [.60, .61, .62],
+           ("dasm", 100): [.70, .72, .71], ("tm", 100): [.61, .60, .62]}
+    found = {f"{m}-ipc{i}": R({"method": m, "ipc": i, "accuracies": a}, "quick")
              for (m, i), a in acc.items()}
     v = fig.verdicts(fig.Loaded(found, [], {}))
     assert [x.outcome for x in v] == ["supported", "supported", "inconclusive at this scale"], \
         [(x.claim, x.outcome) for x in v]
-    assert "largest IPC (50)" in v[0].claim and "grows with IPC" in v[1].claim
+    assert "largest IPC (100)" in v[0].claim and "grows with IPC" in v[1].claim
+    # a partial grid judges nothing it does not name: without the plan's largest IPC (100) no
+    # comparison falls back to 50, and without every planned IPC there is no trend
+    part = {k: r for k, r in found.items() if not k.endswith("ipc100")}
+    assert fig.verdicts(fig.Loaded(part, [], {})) == []
+    part = {k: r for k, r in found.items() if k != "dasm-ipc25"}
+    assert [x.claim for x in fig.verdicts(fig.Loaded(part, [], {}))] == \
+        [v[0].claim, v[2].claim]
     assert fig.verdicts(fig.Loaded({}, [], {})) == []

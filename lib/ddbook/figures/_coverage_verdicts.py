@@ -118,22 +118,22 @@ def _coverage_verdicts(cov: dict, grp: dict, ratios: list, cfg) -> list:
     boot = dict(n=n, n_boot=cfg.n_boot, seed=cfg.seed)
     per = "points per unit of subset ratio"
     have = {m: [r for r in ratios if (m, r) in cov] for m in ("mtt", "selmatch")}
-    if have["mtt"]:
-        top = max(have["mtt"])
+    top = ratios[-1]     # the plan's largest ratio; a claim made there waits until it is present
+    if top in have["mtt"]:
         g = _gap(cov[("mtt", top)], grp)
         out.append(boot_verdict(f"MTT's coverage gap between easy and hard test examples "
                                 f"persists at the largest ratio ({top:.0%})",
                                 lambda i: 100 * g(i), units="points",
                                 runs=f"{n} test examples", **boot))
     gaps = {m: [_gap(cov[(m, r)], grp) for r in have[m]] for m in have}
-    if len(have["selmatch"]) >= 2:
+    if have["selmatch"] == ratios and len(ratios) >= 2:     # trends: on the whole grid only
         s = _slope(have["selmatch"], gaps["selmatch"])
         out.append(boot_verdict("SelMatch's easy-hard coverage gap narrows as the ratio grows",
                                 lambda i: -100 * s(i), units=per,
                                 runs=f"{n} test examples x {len(have['selmatch'])} ratios",
                                 **boot))
     both = [r for r in have["mtt"] if r in have["selmatch"]]
-    if len(both) >= 2:
+    if both == ratios and len(ratios) >= 2:
         sm = _slope(both, [_gap(cov[("mtt", r)], grp) for r in both])
         ss = _slope(both, [_gap(cov[("selmatch", r)], grp) for r in both])
         out.append(boot_verdict("the gap narrows more for SelMatch than for MTT as the ratio "
@@ -150,15 +150,19 @@ def _coverage_verdicts(cov: dict, grp: dict, ratios: list, cfg) -> list:
     return out
 
 
-def _accuracy_verdicts(acc) -> list:
+def _accuracy_verdicts(acc, ratios) -> list:
+    """The interaction over the plan's ``ratios`` once both methods hold every one of them, and
+    Welch at the plan's largest ratio once both are there (a partial grid judges nothing)."""
     t = acc[acc["method"].isin(["mtt", "random"])]
     out = []
-    if t["ratio"].nunique() >= 2 and t["method"].nunique() == 2:
+    full = all(set(t[t["method"] == m]["ratio"]) >= set(ratios) for m in ("mtt", "random"))
+    if full and len(ratios) >= 2:
+        t = t[t["ratio"].isin(ratios)]
         out.append(interaction_verdict(t["ratio"], t["hard"], t["method"] == "mtt",
                                        "MTT's hard-half accuracy approaches random's as the ratio "
                                        "grows (its advantage over random shrinks)"))
     if len(t):
-        top = t["ratio"].max()
+        top = ratios[-1]
         m = t[(t["ratio"] == top) & (t["method"] == "mtt")]["hard"]
         r = t[(t["ratio"] == top) & (t["method"] == "random")]["hard"]
         if len(m) and len(r):
@@ -202,7 +206,7 @@ def page_verdicts(loaded, profile: Profile | None = None) -> list:
     ratios = sorted(sc.scale_config(profile).ratios)
     out = _coverage_verdicts(covered(loaded), grp, ratios, cfg)
     out += _radius_verdicts(loaded, grp, ratios, cfg)
-    out += _accuracy_verdicts(page.group_accuracy_table(profile, grp))
+    out += _accuracy_verdicts(page.group_accuracy_table(profile, grp), ratios)
     return out + _partial_update_verdicts(loaded)
 
 

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from .. import paths, selmatch_scale as sc
-from ..profiles import Profile
+from ..profiles import Profile, get_profile
 from ..results import StaleResultError, config_hash, load_result, save_result
 from ._common import Loaded, _state, load_pieces, select
 
@@ -482,30 +482,46 @@ def verdicts(loaded) -> list:
                 out.append(V.compare_means(ref, other, f"at {ratio:.0%}, BN in distillation and "
                                            f"evaluation beats {d} in distillation / {e} in "
                                            f"evaluation (Fig. 4c)"))
-    out += _tplus_verdicts(tplus_table(loaded))
+    if loaded.found:
+        prof = get_profile(next(iter(loaded.found.values())).profile)
+        out += _tplus_verdicts(tplus_table(loaded), prof)
     return out
 
 
-def _tplus_verdicts(tp) -> list:
+def _tplus_verdicts(tp, profile: Profile) -> list:
+    """(d) on the plan's grid only: the trend at the plan's large ratio once every planned T+ (and
+    the source's) is there with as many networks each, the interaction once both planned ratios
+    are complete (a partial grid would judge a smaller ratio, or fewer T+, than the claim names)."""
     from .. import verdicts as V
     from ._coverage_verdicts import interaction_verdict
     if tp.empty:
         return []
-    ratios = sorted(tp["ratio"].unique())
+    cfg = ablation_config(profile)
+    planned = _on_scale(profile, cfg.tplus_ratios)
+    n_points = len(cfg.tplus_progress) + 1          # the planned T+ and the source's
+
+    def complete(ratio) -> bool:
+        g = tp[np.isclose(tp["ratio"], ratio)]
+        counts = g.groupby("t_plus")["network"].count()
+        return len(counts) == n_points and counts.nunique() == 1
+
     out = []
-    large = tp[tp["ratio"] == ratios[-1]]
+    if len(planned) < 1 or not complete(planned[-1]):
+        return out
+    lo, hi = planned[0], planned[-1]
+    large = tp[np.isclose(tp["ratio"], hi)]
     xs = sorted(large["progress"].unique())
     if len(xs) >= 2:
         out.append(V.trend(xs, [list(large[large["progress"] == x]["accuracy"]) for x in xs],
-                           f"at the large ratio ({ratios[-1]:.0%}) accuracy rises with T+ "
+                           f"at the large ratio ({hi:.0%}) accuracy rises with T+ "
                            f"(Fig. 4d)", direction="increasing",
                            per="unit of training progress at T+"))
-    if len(ratios) >= 2:
-        two = tp[tp["ratio"].isin([ratios[0], ratios[-1]])]
-        small = (two["ratio"] == ratios[0]).to_numpy()
+    if len(planned) >= 2 and complete(lo):
+        two = tp[np.isclose(tp["ratio"], lo) | np.isclose(tp["ratio"], hi)]
+        small = np.isclose(two["ratio"], lo)
         v = interaction_verdict(two["progress"], two["accuracy"], small,
-                                f"later start epochs help more at {ratios[-1]:.0%} than at "
-                                f"{ratios[0]:.0%} (Fig. 4d)")
+                                f"later start epochs help more at {hi:.0%} than at "
+                                f"{lo:.0%} (Fig. 4d)")
         out.append(replace(v, test=v.test.replace("(method x ratio)", "(ratio x progress)"),
                            units="points per unit of training progress (slope difference)",
                            n=f"{len(two)} networks at {two['progress'].nunique()} T+ values, "
