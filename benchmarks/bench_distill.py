@@ -55,7 +55,7 @@ IMPLS = {
 }
 
 
-def _fake_buffer(folder: str, width: int, epochs: int = 2):
+def _fake_buffer(folder: str, width: int, epochs: int = 2, network: str = "ConvNet"):
     """An expert folder with one random trajectory (timing does not depend on the values)."""
     import dataclasses
 
@@ -65,8 +65,8 @@ def _fake_buffer(folder: str, width: int, epochs: int = 2):
     from ddbook.experts import ExpertBuffer, ExpertConfig
     from ddbook.networks import count_params, flatten_params, get_network
 
-    cfg = ExpertConfig(network="ConvNet", width=width, epochs=epochs)
-    net = get_network("ConvNet", 10, width=width, seed=0, device="cpu")
+    cfg = ExpertConfig(network=network, width=width, epochs=epochs)
+    net = get_network(network, 10, width=width, seed=0, device="cpu")
     p = count_params(net)
     g = torch.Generator().manual_seed(0)
     traj = flatten_params(net) + 0.01 * torch.randn(epochs + 1, p, generator=g).cumsum(0)

@@ -27,6 +27,10 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=4)
     p.add_argument("--syn-steps", type=int, default=10)
     p.add_argument("--width", type=int, default=32)
+    p.add_argument("--network", default="ConvNet", help="ConvNet (instance norm) or ConvNetBN")
+    p.add_argument("--ipc", type=int, default=10, help="images per class of the set")
+    p.add_argument("--batch-syn", type=int, default=None,
+                   help="images per student step (default: the whole set)")
     args = p.parse_args()
     import torch
     from torch.profiler import profile
@@ -50,12 +54,12 @@ def main() -> None:
     matching.matching_grads = timed("gradients (all)", matching.matching_grads)
     ExpertBuffer.snapshot = timed("expert snapshots (read)", ExpertBuffer.snapshot)
     cfg = matching.MatchConfig(syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=1,
-                               batch_syn=None, lr_img=100.0, lr_lr=1e-5)
+                               batch_syn=args.batch_syn, lr_img=100.0, lr_lr=1e-5)
     with tempfile.TemporaryDirectory() as folder:
-        buffer = _fake_buffer(folder, args.width)
+        buffer = _fake_buffer(folder, args.width, network=args.network)
 
         def run(n):
-            return matching.distill(_synset(10), buffer, cfg,
+            return matching.distill(_synset(args.ipc), buffer, cfg,
                                     matching.LoopConfig(iterations=n, eval_every=None),
                                     device="cpu")
         run(1)  # warm-up

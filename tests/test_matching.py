@@ -57,23 +57,34 @@ def test_gradients_match_finite_differences(network):
             f"{network}: d loss / d {name} along v: autograd {an:.10g}, finite diff. {fd:.10g}"
 
 
-def test_custom_kernels_match_stock_ops_to_second_order():
+@pytest.mark.parametrize("batch", [False, True], ids=["instance-norm", "batch-norm"])
+def test_custom_kernels_match_stock_ops_to_second_order(batch):
+    F = torch.nn.functional
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
-    norm = lambda x, w, b: matching._InstanceNorm.apply(x, w, b, 1e-5)[0]
-    assert torch.allclose(norm(x, w, b), torch.nn.functional.group_norm(x, 3, w, b, 1e-5)), \
-        "instance norm forward differs from group_norm(C groups)"
-    assert torch.autograd.gradgradcheck(norm, (x, w, b)), "instance norm double backward"
-    assert torch.allclose(matching._AvgPool2.apply(x), torch.nn.functional.avg_pool2d(x, 2)), \
+    stock_norm = (lambda x, w, b: F.batch_norm(x, None, None, w, b, True, 0.0, 1e-5)) if batch \
+        else (lambda x, w, b: F.group_norm(x, 3, w, b, 1e-5))
+    norm = lambda x, w, b: matching._Norm.apply(x, w, b, 1e-5, batch)[0]
+    assert torch.allclose(norm(x, w, b), stock_norm(x, w, b)), "norm forward differs"
+    assert torch.autograd.gradgradcheck(norm, (x, w, b)), "norm double backward"
+    assert torch.allclose(matching._AvgPool2.apply(x), F.avg_pool2d(x, 2)), \
         "2x2 pooling forward differs from avg_pool2d"
     assert torch.autograd.gradgradcheck(matching._AvgPool2.apply, (x,)), "pooling double backward"
-    tail = lambda x, w, b: matching._InstanceReLUPool.apply(x, w, b, 1e-5)[0]
-    stock = lambda x, w, b: torch.nn.functional.avg_pool2d(
-        torch.relu(torch.nn.functional.group_norm(x, 3, w, b, 1e-5)), 2)
+    tail = lambda x, w, b: matching._NormReLUPool.apply(x, w, b, 1e-5, batch)[0]
+    stock = lambda x, w, b: F.avg_pool2d(torch.relu(stock_norm(x, w, b)), 2)
     assert torch.allclose(tail(x, w, b), stock(x, w, b)), "fused norm-ReLU-pool forward"
     assert torch.autograd.gradgradcheck(tail, (x, w, b)), "fused norm-ReLU-pool double backward"
+    # and the second derivatives equal the stock ops' (not only finite differences)
+    for mine, ref in ((norm, stock_norm), (tail, stock)):
+        v = torch.randn(mine(x, w, b).shape, generator=g, dtype=torch.float64)
+        second = []
+        for f in (mine, ref):
+            gx, gw = torch.autograd.grad((f(x, w, b) * v).sum(), (x, w), create_graph=True)
+            second.append(torch.autograd.grad((gx.square().sum() + gw.square().sum()), (x, w)))
+        for a, c in zip(*second):
+            assert torch.allclose(a, c, atol=1e-10), "second derivative differs from stock"
 
 
 def test_recomputed_segments_give_the_same_gradients():

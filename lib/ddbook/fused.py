@@ -1,16 +1,17 @@
 """Fused CPU autograd kernels for the distillation student, and the ConvNet replayed through them.
 
 Trajectory matching differentiates through SGD steps of a student, so every layer's backward is
-itself differentiated (double backward). PyTorch's stock CPU kernels for instance norm and 2x2
-average pooling are slow there; this module writes them out as ``torch.autograd.Function``s whose
-backward passes are again differentiable functions with written-out formulas:
+itself differentiated (double backward). PyTorch's stock CPU kernels for instance norm, batch
+norm and 2x2 average pooling are slow there; this module writes them out as
+``torch.autograd.Function``s whose backward passes are again differentiable functions with
+written-out formulas:
 
 - ``_AvgPool2``: 2x2 mean pooling as a linear map (its adjoint ``_unpool2``; any derivative order
   costs one pass);
-- ``_InstanceNorm`` (+ ``_InstanceNormBackward``): instance norm with its first and second
-  derivatives in closed form;
-- ``_InstanceReLUPool`` (+ ``_InstanceReLUPoolBackward``): instance norm -> ReLU -> 2x2 mean pool
-  fused in one op (the tail of every ConvNet block).
+- ``_Norm`` (+ ``_NormBackward``): instance norm, or batch norm on the batch's statistics, with
+  its first and second derivatives in closed form;
+- ``_NormReLUPool`` (+ ``_NormReLUPoolBackward``): norm -> ReLU -> 2x2 mean pool fused in one op
+  (the tail of every ConvNet block).
 
 ``convnet_plan(model)`` turns a ConvNet into a list of functional ops over a parameter dict
 (fused where the pattern allows, stock ``torch.nn.functional`` otherwise), or None when a layer is
@@ -75,34 +76,54 @@ class _AvgPool2Adjoint(torch.autograd.Function):
         return _AvgPool2.apply(grad)
 
 
-def _in_backward(gy, x, weight, mean, rstd):
-    """(gx, g_weight, g_bias) of instance norm: the native kernel (papers.md §1.1 norm)."""
+def _norm_forward(x, weight, bias, eps, batch: bool):
+    """(y, mean, rstd) of batch norm with batch statistics (``batch``) or of instance norm."""
+    if batch:
+        return torch.ops.aten.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
+    n, c, h, w = x.shape
+    return torch.ops.aten.native_group_norm(x, weight, bias, n, c, h * w, c, eps)
+
+
+def _norm_backward(gy, x, weight, mean, rstd, batch: bool):
+    """(gx, g_weight, g_bias) of the norm: the native kernels (papers.md §1.1 norm)."""
+    if batch:   # training mode: eps enters only through the saved rstd
+        return torch.ops.aten.native_batch_norm_backward(gy, x, weight, None, None, mean, rstd,
+                                                         True, 0.0, [True, True, True])
     n, c, h, w = x.shape
     return torch.ops.aten.native_group_norm_backward(gy, x, mean, rstd, weight, n, c, h * w, c,
                                                      [True, True, True])
 
 
-def _in_double_backward(gy, x, weight, mean, rstd, a_x, a_w, a_b):
+def _norm_double_backward(gy, x, weight, mean, rstd, a_x, a_w, a_b, batch: bool):
     """Gradients (gy, x, weight) of <a_x, gx> + <a_w, g_weight> + <a_b, g_bias>.
 
-    With xh = (x - mu) r, g = w gy and P(v) = v - mean(v) - xh mean(v xh) (per sample and
-    channel, over the S pixels): gx = r P(g), g_w = sum gy xh, g_b = sum gy. So d/dgy =
-    w r P(A) + a_w xh + a_b; d/dw = sum r <A, P(gy)>; d/dx = r P(v) - (r^2 w <A, P(gy)> / S) xh,
-    v = -r w mean(gy xh) A + (a_w - r w <A, xh>/S) gy. Checked by gradgradcheck (tests).
+    The statistics are taken per channel over a group of S values: the pixels of one sample
+    (instance norm) or of the whole batch (batch norm, ``batch``). With xh = (x - mu) r,
+    g = w gy and P(v) = v - mean(v) - xh mean(v xh) (per group): gx = r P(g), g_w = sum gy xh,
+    g_b = sum gy. So d/dgy = w r P(A) + a_w xh + a_b; d/dw = sum r <A, P(gy)>;
+    d/dx = r P(v) - (r^2 w <A, P(gy)> / S) xh, v = -r w mean(gy xh) A + (a_w - r w <A, xh>/S) gy.
+    Checked by gradgradcheck (tests).
     """
     n, c, h, w = x.shape
-    s = h * w
-    x3, gy3 = x.reshape(n, c, s), gy.reshape(n, c, s)               # (N, C, S)
-    mu, r, gam = mean.view(n, c, 1), rstd.view(n, c, 1), weight.view(1, c, 1)
+    x3, gy3 = x.reshape(n, c, h * w), gy.reshape(n, c, h * w)       # (N, C, HW)
+    if batch:        # one group per channel: sums over (N, HW)
+        s, stat = n * h * w, (1, c, 1)
+        total = lambda t: t.sum((0, 2), keepdim=True)                           # noqa: E731
+        dot = lambda a, b: torch.linalg.vecdot(a, b).sum(0).view(stat)          # noqa: E731
+    else:            # one group per (sample, channel): sums over HW
+        s, stat = h * w, (n, c, 1)
+        total = lambda t: t.sum(-1, keepdim=True)                               # noqa: E731
+        dot = lambda a, b: torch.linalg.vecdot(a, b).unsqueeze(-1)              # noqa: E731
+    mu, r, gam = mean.view(stat), rstd.view(stat), weight.view(1, c, 1)
     a_w = (torch.zeros_like(weight) if a_w is None else a_w).view(1, c, 1)
     a_b = (torch.zeros_like(weight) if a_b is None else a_b).view(1, c, 1)
-    sg = gy3.sum(-1, keepdim=True)                                   # (N, C, 1) sums over S
-    gy_bar, gy_xh = sg / s, r * (torch.linalg.vecdot(gy3, x3).unsqueeze(-1) - mu * sg) / s
-    a3 = None if a_x is None else a_x.reshape(n, c, s)
+    sg = total(gy3)                                                  # sums over each group
+    gy_bar, gy_xh = sg / s, r * (dot(gy3, x3) - mu * sg) / s
+    a3 = None if a_x is None else a_x.reshape(n, c, h * w)
     zero = torch.zeros_like(sg)
-    sa = zero if a3 is None else a3.sum(-1, keepdim=True)
-    a_xh = zero if a3 is None else r * (torch.linalg.vecdot(a3, x3).unsqueeze(-1) - mu * sa)
-    a_gy = zero if a3 is None else torch.linalg.vecdot(a3, gy3).unsqueeze(-1)
+    sa = zero if a3 is None else total(a3)
+    a_xh = zero if a3 is None else r * (dot(a3, x3) - mu * sa)
+    a_gy = zero if a3 is None else dot(a3, gy3)
     inner = a_gy - sa * gy_bar - a_xh * gy_xh                        # <A, P(gy)>
     cx = (a_w - gam * r * a_xh / s) * r                              # d/dgy: coefficient of x
     g_gy = x3 * cx + (a_b - gam * r * sa / s - cx * mu)
@@ -116,51 +137,54 @@ def _in_double_backward(gy, x, weight, mean, rstd, a_x, a_w, a_b):
     return g_gy.view_as(gy), g_x.view_as(x), (r * inner).sum((0, 2))
 
 
-class _InstanceNorm(torch.autograd.Function):
-    """GroupNorm(C, C) (instance norm, per-channel affine) whose backward is _InstanceNormBackward:
-    the stock double backward of group norm is a long chain of full-size elementwise ops."""
+class _Norm(torch.autograd.Function):
+    """Instance norm (GroupNorm(C, C), per-channel affine) or, with ``batch``, batch norm on the
+    batch's statistics, whose backward is _NormBackward: the stock double backwards of both are
+    long chains of full-size elementwise ops."""
 
     @staticmethod
-    def forward(x, weight, bias, eps):
-        n, c, h, w = x.shape
-        return torch.ops.aten.native_group_norm(x, weight, bias, n, c, h * w, c, eps)
+    def forward(x, weight, bias, eps, batch):
+        return _norm_forward(x, weight, bias, eps, batch)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1], output[2])
         ctx.save_for_backward(inputs[0], inputs[1], output[1], output[2])
+        ctx.batch = inputs[4]
 
     @staticmethod
     def backward(ctx, grad, _mean, _rstd):
-        return (*_InstanceNormBackward.apply(grad, *ctx.saved_tensors), None)
+        return (*_NormBackward.apply(grad, *ctx.saved_tensors, ctx.batch), None, None)
 
 
-class _InstanceNormBackward(torch.autograd.Function):
-    """(gx, g_weight, g_bias) of instance norm from gy, with a written-out backward."""
+class _NormBackward(torch.autograd.Function):
+    """(gx, g_weight, g_bias) of the norm from gy, with a written-out backward."""
 
     @staticmethod
-    def forward(grad, x, weight, mean, rstd):
-        return _in_backward(grad, x, weight, mean, rstd)
+    def forward(grad, x, weight, mean, rstd, batch):
+        return _norm_backward(grad, x, weight, mean, rstd, batch)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(*inputs[:5])
+        ctx.batch = inputs[5]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, a_x, a_w, a_b):
-        return (*_in_double_backward(*ctx.saved_tensors, a_x, a_w, a_b), None, None)
+        return (*_norm_double_backward(*ctx.saved_tensors, a_x, a_w, a_b, ctx.batch),
+                None, None, None)
 
 
-class _InstanceReLUPool(torch.autograd.Function):
-    """pool2(relu(instance_norm(z))), one ConvNet block's tail, saving z, its statistics and a
-    1-byte mask instead of the ReLU output and the gradients that the stock ops keep: the unrolled
-    graph needs about a third less memory, with the same maths."""
+class _NormReLUPool(torch.autograd.Function):
+    """pool2(relu(norm(z))), one ConvNet block's tail (instance norm, or batch norm with
+    ``batch``), saving z, its statistics and a 1-byte mask instead of the ReLU output and the
+    gradients that the stock ops keep: the unrolled graph needs about a third less memory, with
+    the same maths."""
 
     @staticmethod
-    def forward(z, weight, bias, eps):
-        n, c, h, w = z.shape
-        y, mean, rstd = torch.ops.aten.native_group_norm(z, weight, bias, n, c, h * w, c, eps)
+    def forward(z, weight, bias, eps, batch):
+        y, mean, rstd = _norm_forward(z, weight, bias, eps, batch)
         mask = (y > 0).view(torch.uint8)   # (B, C, H, W); uint8 multiplies faster than bool
         return _pool2(y.relu_()), mean, rstd, mask
 
@@ -168,30 +192,32 @@ class _InstanceReLUPool(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(*output[1:])
         ctx.save_for_backward(inputs[0], inputs[1], *output[1:])
+        ctx.batch = inputs[4]
 
     @staticmethod
     def backward(ctx, grad, *_):
-        return (*_InstanceReLUPoolBackward.apply(grad, *ctx.saved_tensors), None)
+        return (*_NormReLUPoolBackward.apply(grad, *ctx.saved_tensors, ctx.batch), None, None)
 
 
-class _InstanceReLUPoolBackward(torch.autograd.Function):
+class _NormReLUPoolBackward(torch.autograd.Function):
     """(gz, g_weight, g_bias) from the pooled gradient; keeps that (1/4 size), not gy."""
 
     @staticmethod
-    def forward(grad, z, weight, mean, rstd, mask):
-        return _in_backward(_unpool2(grad) * mask, z, weight, mean, rstd)
+    def forward(grad, z, weight, mean, rstd, mask, batch):
+        return _norm_backward(_unpool2(grad) * mask, z, weight, mean, rstd, batch)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        ctx.save_for_backward(*inputs[:6])
+        ctx.batch = inputs[6]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, a_z, a_w, a_b):
         grad, z, weight, mean, rstd, mask = ctx.saved_tensors
-        g_gy, g_z, g_w = _in_double_backward(_unpool2(grad) * mask, z, weight, mean, rstd,
-                                             a_z, a_w, a_b)
-        return _pool2(g_gy * mask), g_z, g_w, None, None, None
+        g_gy, g_z, g_w = _norm_double_backward(_unpool2(grad) * mask, z, weight, mean, rstd,
+                                               a_z, a_w, a_b, ctx.batch)
+        return _pool2(g_gy * mask), g_z, g_w, None, None, None, None
 
 
 def _avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -206,11 +232,11 @@ def _layer_op(m: nn.Module, name: str) -> Callable | None:
     if type(m) is nn.Conv2d:
         return lambda p, x: F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
     if type(m) is nn.GroupNorm and m.affine and m.num_groups == m.num_channels:
-        return lambda p, x: _InstanceNorm.apply(x, p[w], p[b], m.eps)[0]
+        return lambda p, x: _Norm.apply(x, p[w], p[b], m.eps, False)[0]
     if type(m) is nn.GroupNorm and m.affine:
         return lambda p, x: F.group_norm(x, m.num_groups, p[w], p[b], m.eps)
     if type(m) is nn.BatchNorm2d and m.affine:  # batch statistics; running ones play no role
-        return lambda p, x: F.batch_norm(x, None, None, p[w], p[b], True, 0.0, m.eps)
+        return lambda p, x: _Norm.apply(x, p[w], p[b], m.eps, True)[0]
     if type(m) is nn.LayerNorm and m.elementwise_affine:
         return lambda p, x: F.layer_norm(x, m.normalized_shape, p[w], p[b], m.eps)
     if type(m) in (nn.ReLU, nn.Sigmoid, nn.LeakyReLU):
@@ -229,19 +255,29 @@ def _is_pool2(m: nn.Module) -> bool:
             and m.padding in (0, (0, 0)) and not m.ceil_mode)
 
 
+def _fusable_norm(m: nn.Module) -> bool | None:
+    """True for batch norm, False for instance norm (both affine), None for anything else."""
+    if type(m) is nn.BatchNorm2d and m.affine:
+        return True
+    if type(m) is nn.GroupNorm and m.affine and m.num_groups == m.num_channels:
+        return False
+    return None
+
+
 def _tail_op(mods: list, i: int) -> Callable | None:
-    """The fused op for instance norm -> ReLU -> 2x2 mean pool at ``mods[i:i + 3]``, or None."""
+    """The fused op for norm -> ReLU -> 2x2 mean pool at ``mods[i:i + 3]``, or None."""
     norm = mods[i]
-    if not (i + 2 < len(mods) and type(norm) is nn.GroupNorm and norm.affine
-            and norm.num_groups == norm.num_channels and type(mods[i + 1]) is nn.ReLU
+    batch = _fusable_norm(norm)
+    if not (i + 2 < len(mods) and batch is not None and type(mods[i + 1]) is nn.ReLU
             and _is_pool2(mods[i + 2])):
         return None
     w, b = f"features.{i}.weight", f"features.{i}.bias"
+    stock = _layer_op(norm, f"features.{i}")
 
     def tail(p, x):
-        if x.shape[-1] % 2 or x.shape[-2] % 2:   # odd sizes: avg_pool2d floors; keep stock ops
-            return F.avg_pool2d(F.relu(F.group_norm(x, norm.num_groups, p[w], p[b], norm.eps)), 2)
-        return _InstanceReLUPool.apply(x, p[w], p[b], norm.eps)[0]
+        if x.shape[-1] % 2 or x.shape[-2] % 2:   # odd sizes: avg_pool2d floors
+            return F.avg_pool2d(F.relu(stock(p, x)), 2)
+        return _NormReLUPool.apply(x, p[w], p[b], norm.eps, batch)[0]
     return tail
 
 

@@ -35,7 +35,7 @@ import torch.nn as nn
 from . import paths
 from .augment import DSA_STRATEGY, DSAParams, apply_dsa, sample_dsa
 from .experts import ExpertBuffer
-from .fused import _AvgPool2, _InstanceNorm, _InstanceReLUPool, convnet_plan  # noqa: F401 (tests)
+from .fused import _AvgPool2, _Norm, _NormReLUPool, convnet_plan  # noqa: F401 (tests)
 from .networks import functional_forward, unflatten_params
 from .synset import SyntheticSet, expert_network, save_synset
 from .train import classification_loss, default_device, progress
