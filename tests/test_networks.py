@@ -241,6 +241,22 @@ def test_fused_blocks_match_stock_modules(name, fmt, train):
             f"{name} {fmt}: gradient of {n} differs by {(g - w).abs().max():.2e}")
 
 
+@pytest.mark.parametrize("grad_fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("out_fmt", [torch.contiguous_format, torch.channels_last])
+def test_relu_pool_gradient_is_bit_identical_to_the_stock_kernels(out_fmt, grad_fmt):
+    """The one-pass ReLU + 2x2 pool gradient (either layout) equals avg_pool2d_backward followed
+    by threshold_backward bit for bit: evaluations keep their numbers whichever path runs."""
+    from ddbook.networks import _relu_pool_grad
+    g = torch.Generator().manual_seed(3)
+    out = torch.randn(4, 6, 8, 10, generator=g).contiguous(memory_format=out_fmt)
+    grad = torch.randn(4, 6, 4, 5, generator=g).contiguous(memory_format=grad_fmt)
+    want = torch.ops.aten.threshold_backward(torch.ops.aten.avg_pool2d_backward(
+        grad, out, [2, 2], [2, 2], [0, 0], False, True, None), out, 0)
+    got = _relu_pool_grad(grad, out)
+    assert got.shape == want.shape and torch.equal(got, want)
+    assert got.is_contiguous(memory_format=out_fmt), "the gradient keeps the activation's layout"
+
+
 def test_fused_instance_norm_is_group_norm_c_c():
     """Same parameters (names, count) as nn.GroupNorm(C, C); maths to gradgradcheck in double."""
     from ddbook.networks import _InstanceReLUPool

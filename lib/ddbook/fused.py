@@ -193,9 +193,12 @@ class _NormReLUPool(torch.autograd.Function):
         ctx.mark_non_differentiable(*output[1:])
         ctx.save_for_backward(inputs[0], inputs[1], *output[1:])
         ctx.batch = inputs[4]
+        ctx.set_materialize_grads(False)   # no zero gradients for the statistics and the mask
 
     @staticmethod
     def backward(ctx, grad, *_):
+        if grad is None:
+            return None, None, None, None, None
         return (*_NormReLUPoolBackward.apply(grad, *ctx.saved_tensors, ctx.batch), None, None)
 
 

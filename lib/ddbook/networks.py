@@ -116,6 +116,15 @@ def _relu_pool_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         g = g.unsqueeze(3).expand(n, c, h // 2, 2, w)  # a size-2 dim inside would be 6x slower
         gx = torch.ops.aten.threshold_backward(g, out.view(n, c, h // 2, 2, w), 0)
         return gx.view(n, c, h, w)
+    cl = torch.channels_last
+    if out.is_contiguous(memory_format=cl):
+        # NHWC (batch-norm ConvNets on the CPU): the same broadcast in one pass, without the
+        # zero fill and scatter of avg_pool2d_backward; x / 4 and x * 0.25 round alike
+        g = (grad * 0.25).contiguous(memory_format=cl).permute(0, 2, 3, 1)   # (N, H/2, W/2, C)
+        g = g.unsqueeze(2).unsqueeze(4).expand(n, h // 2, 2, w // 2, 2, c)
+        o = out.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c)
+        gx = torch.ops.aten.threshold_backward(g, o, 0)
+        return gx.reshape(n, h, w, c).permute(0, 3, 1, 2)                 # channels-last
     g = torch.ops.aten.avg_pool2d_backward(grad, out, [2, 2], [2, 2], [0, 0], False, True, None)
     return torch.ops.aten.threshold_backward(g, out, 0)
 
@@ -184,10 +193,11 @@ class _ReLUPool(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(output[1])
+        ctx.set_materialize_grads(False)   # no full-size zero gradient for the saved y
 
     @staticmethod
     def backward(ctx, grad, _):
-        return _relu_pool_grad(grad, ctx.saved_tensors[0])
+        return None if grad is None else _relu_pool_grad(grad, ctx.saved_tensors[0])
 
 
 def _is_pool2(m: nn.Module) -> bool:
