@@ -206,3 +206,9 @@ def test_render_and_summary():
 def test_bad_inputs_name_the_fix(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_numbers_that_round_to_zero_print_without_a_minus_sign():
+    assert V._num(-1e-17, 2) == V._num(-0.004, 2) == V._num(0.0, 2) == "+0.00"
+    assert V._num(-0.006, 2) == "−0.01" and V._num(0.006, 2) == "+0.01"
+    assert V._num(float("nan"), 2) == "n/a"

@@ -456,7 +456,8 @@ def _decimals(*xs: float) -> int:
 
 
 def _num(x: float, d: int) -> str:
-    return "n/a" if math.isnan(x) else f"{x:+.{d}f}".replace("-", "−")
+    """Signed, ``d`` decimals; a value that rounds to zero prints +0.00, never −0.00."""
+    return "n/a" if math.isnan(x) else f"{round(x, d) + 0.0:+.{d}f}".replace("-", "−")
 
 
 def _pct(level: float) -> str:
