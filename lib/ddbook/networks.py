@@ -117,10 +117,12 @@ def _relu_pool_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         gx = torch.ops.aten.threshold_backward(g, out.view(n, c, h // 2, 2, w), 0)
         return gx.view(n, c, h, w)
     cl = torch.channels_last
-    if out.is_contiguous(memory_format=cl):
+    if out.is_contiguous(memory_format=cl) and grad.is_contiguous(memory_format=cl):
         # NHWC (batch-norm ConvNets on the CPU): the same broadcast in one pass, without the
-        # zero fill and scatter of avg_pool2d_backward; x / 4 and x * 0.25 round alike
-        g = (grad * 0.25).contiguous(memory_format=cl).permute(0, 2, 3, 1)   # (N, H/2, W/2, C)
+        # zero fill and scatter of avg_pool2d_backward; x / 4 and x * 0.25 round alike. (A
+        # gradient in another layout, e.g. from the flattening classifier, keeps the stock path:
+        # converting it cannot run under vmap.)
+        g = (grad * 0.25).permute(0, 2, 3, 1)                            # (N, H/2, W/2, C)
         g = g.unsqueeze(2).unsqueeze(4).expand(n, h // 2, 2, w // 2, 2, c)
         o = out.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c)
         gx = torch.ops.aten.threshold_backward(g, o, 0)
