@@ -19,17 +19,13 @@ the median over rounds x timed iterations. Peak RSS per worker.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _sidebyside import finish, parser, report, run_rounds  # noqa: E402
 
 VARIANTS = ("stock", "fused")
 
@@ -74,64 +70,20 @@ def worker(args) -> None:
                          matching.LoopConfig(iterations=args.warmup + args.timed,
                                              eval_every=None),
                          device="cpu", callback=tick)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"cpu": cpu[args.warmup:], "peak_gib": peak}))
-
-
-def run_worker(variant: str, ipc: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", variant, "--ipc", str(ipc),
-           "--width", str(args.width), "--syn-steps", str(args.syn_steps),
-           "--warmup", str(args.warmup), "--timed", str(args.timed)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    report(cpu, args.warmup)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ipcs", default="25,50,100", help="set sizes per class (the quick ratios)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--timed", type=int, default=2)
+    p = parser(__doc__, sizes_help="set sizes per class (the quick ratios)", timed=2)
     p.add_argument("--syn-steps", type=int, default=10)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--json", default=None)
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--ipc", type=int, default=25, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(args)
         return 0
-    ipcs = [int(i) for i in args.ipcs.split(",")]
-    rows = {(i, v): {"cpu": [], "peaks": []} for i in ipcs for v in VARIANTS}
-    load0, t0 = os.getloadavg()[0], time.time()
-    for r in range(args.rounds):
-        for ipc in ipcs:
-            for v in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
-                res = run_worker(v, ipc, args)
-                rows[(ipc, v)]["cpu"] += res["cpu"]
-                rows[(ipc, v)]["peaks"].append(res["peak_gib"])
-                print(f"round {r} IPC {ipc} {v}: cpu {res['cpu']} s, peak "
-                      f"{res['peak_gib']:.2f} GiB, load {os.getloadavg()[0]:.1f}",
-                      file=sys.stderr, flush=True)
-    print(f"\nConvNet-BN width {args.width}, N = {args.syn_steps}, batch = set / N, M = 2, DSA; "
-          f"1 thread; {args.rounds} rounds x {args.timed} timed iterations; load average "
-          f"{load0:.1f} before, {os.getloadavg()[0]:.1f} after; {time.time() - t0:.0f} s\n")
-    print("| IPC (batch) | stock CPU s/iteration | peak GiB | fused CPU s/iteration | peak GiB | "
-          "**× stock** |\n| --- | --- | --- | --- | --- | --- |")
-    out = []
-    for ipc in ipcs:
-        s, f = rows[(ipc, "stock")], rows[(ipc, "fused")]
-        ms, mf = statistics.median(s["cpu"]), statistics.median(f["cpu"])
-        print(f"| {ipc} ({10 * ipc // args.syn_steps}) | {ms:.3f} ({min(s['cpu']):.3f}-"
-              f"{max(s['cpu']):.3f}) | {max(s['peaks']):.2f} | {mf:.3f} ({min(f['cpu']):.3f}-"
-              f"{max(f['cpu']):.3f}) | {max(f['peaks']):.2f} | **{ms / mf:.2f}** |")
-        out.append({"ipc": ipc, "stock": s, "fused": f, "speedup": ms / mf})
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "load_before": load0, "args": vars(args), "rows": out}, fh, indent=1)
+    rows, load0, t0 = run_rounds(__file__, VARIANTS, args, ("syn_steps",))
+    finish(args, rows, load0, t0, VARIANTS, f"ConvNet-BN width {args.width}, N = "
+           f"{args.syn_steps}, batch = set / N, M = 2, DSA", "IPC (batch)", "iteration",
+           lambda ipc: f"{ipc} ({10 * ipc // args.syn_steps})")
     return 0
 
 

@@ -102,7 +102,7 @@ def test_ci_plan_runs_end_to_end(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="valid pieces"):
         fig.run(ci, device=CPU, only="no-such-piece")
     paths = fig.run(ci, device=CPU, only="-ipc2")
-    assert len(paths) == 4 and all(p.exists() for p in paths)
+    assert len(paths) == len(fig.METHODS) and all(p.exists() for p in paths)
     stamps = [p.stat().st_mtime_ns for p in paths]
     fig.run(ci, device=CPU, only="-ipc2")               # current results are kept, not recomputed
     assert [p.stat().st_mtime_ns for p in paths] == stamps
@@ -116,6 +116,17 @@ def test_ci_plan_runs_end_to_end(tmp_path, monkeypatch):
         assert bits.shape == (len(acc), -(-r.data["n_test"] // 8))
         assert np.unpackbits(bits, axis=1)[:, :r.data["n_test"]].mean(1).tolist() == acc
     assert fig.table(loaded)["dasm"][2] == loaded.found["dasm-ipc2"].data["accuracies"]
+    s = fig.SETTINGS["ci"]
+    updates = {m: loaded.found[f"{m}-ipc2"].data["updates_per_image"] for m in fig.METHODS}
+    assert updates["random"] == updates["init"] == 0
+    assert updates["gm"] == s.iterations * s.gm.inner_loop       # 8 decoded <= batch_syn_max
+    assert updates["tm"] == fig._tm_preset(2, ci).loop.iterations
+    proofs = fig.proofs(loaded)
+    assert list(proofs) == list(fig.METHODS) and proofs["gm"]["IPCs"] == [2]
+    assert proofs["init"]["largest final training loss"] == \
+        max(loaded.found["init-ipc2"].data["train_loss"])
+    # the control evaluates gm's own initial mosaics, never matched
+    assert "not matched" in loaded.found["init-ipc2"].data["source"]
     n_test = loaded.found["gm-ipc2"].data["n_test"]
     first = np.arange(n_test) < n_test // 2
     groups = fig.group_accuracies(loaded, {"first": first, "all": np.ones(n_test, bool)})
@@ -170,6 +181,18 @@ def test_verdicts_read_the_table():
     v = fig.verdicts(fig.Loaded(found, [], {}))
     assert [x.outcome for x in v] == ["supported", "supported", "inconclusive at this scale"], \
         [(x.claim, x.outcome) for x in v]
+    # the precondition (random rises with IPC, every planned IPC) and the control (gm vs its
+    # initial mosaics, either sign) come first, wherever their pieces are
+    more = {**found, **{f"{m}-ipc{i}": R({"method": m, "ipc": i, "accuracies": a}, "quick")
+                        for m, i, a in (("random", 25, [.40, .41, .42]),
+                                        ("random", 50, [.45, .46, .44]),
+                                        ("random", 100, [.50, .52, .51]),
+                                        ("init", 25, [.56, .57, .58]),     # gm is lower: moved
+                                        ("init", 100, [.60, .62, .61]))}}  # no difference
+    w = fig.verdicts(fig.Loaded(more, [], {}))
+    assert [x.outcome for x in w[:3]] == ["supported", "supported", "inconclusive at this scale"]
+    assert "precondition" in w[0].claim and "IPC 25" in w[1].claim and "IPC 100" in w[2].claim
+    assert w[1].effect < 0 and w[3:] == v
     assert "largest IPC (100)" in v[0].claim and "grows with IPC" in v[1].claim
     # a partial grid judges nothing it does not name: without the plan's largest IPC (100) no
     # comparison falls back to 50, and without every planned IPC there is no trend

@@ -62,6 +62,42 @@ def test_fused_float32_path_agrees_with_float64_stock_modules():
     assert err < 1e-4, f"float32 fused vs float64 stock gradients differ by {err:.2e} (relative)"
 
 
+@pytest.mark.parametrize("distance", ["mse", "l1"])
+def test_fused_synthetic_branch_equals_the_stock_modules(distance):
+    """impl="auto" (fused_forward: closed-form double backward) against impl="stock" (the module):
+    the same loss and the same gradient wrt the images, to float32 rounding."""
+    g = torch.Generator().manual_seed(3)
+    model = get_network("ConvNet", 10, (16, 16), width=8, depth=3, seed=0, device=CPU)
+    real = torch.rand(6, 3, 16, 16, generator=g)
+    syn = torch.rand(3, 3, 16, 16, generator=g)
+    draw = sample_dsa(1, (16, 16), g, "color_crop_cutout", siamese=True)
+    cfg = GMConfig(factor=2, distance=distance)
+    out = {}
+    for impl in ("stock", "auto"):
+        s = syn.clone().requires_grad_()
+        loss = class_matching_loss(model, real, s, 4, cfg, draw, lambda x: (x - 0.5) / 0.25,
+                                   impl=impl)
+        out[impl] = (float(loss.detach()), torch.autograd.grad(loss, s)[0])
+    (ls, gs), (la, ga) = out["stock"], out["auto"]
+    assert abs(ls - la) <= 1e-5 * abs(ls)
+    err = float((gs - ga).norm() / gs.norm())
+    assert err < 1e-5, f"fused and stock image gradients differ by {err:.2e} (relative)"
+
+
+def test_fused_forward_covers_exactly_the_instance_norm_convnet_on_cpu_float32():
+    from ddbook.gradmatch import fused_forward
+    net = get_network("ConvNet", 10, (16, 16), width=8, depth=2, seed=0, device=CPU)
+    x = torch.rand(4, 3, 16, 16)
+    f = fused_forward(net)
+    assert f is not None and torch.allclose(f(x), net(x), atol=1e-6)
+    # batch norm (running statistics are a module side effect), float64 and non-ConvNets: stock
+    assert fused_forward(get_network("ConvNetBN", 10, (16, 16), width=8, depth=2, seed=0)) is None
+    assert fused_forward(net.double()) is None
+    assert fused_forward(get_network("AlexNet", 10, (32, 32), seed=0)) is None
+    with pytest.raises(ValueError, match="unknown impl"):
+        class_matching_loss(net.float(), x, x[:1], 0, GMConfig(), None, impl="fast")
+
+
 def test_decode_shapes_order_and_mosaic_round_trip():
     imgs = torch.rand(3, 3, 8, 8)
     labels = torch.tensor([0, 1, 2])

@@ -212,3 +212,15 @@ def test_numbers_that_round_to_zero_print_without_a_minus_sign():
     assert V._num(-1e-17, 2) == V._num(-0.004, 2) == V._num(0.0, 2) == "+0.00"
     assert V._num(-0.006, 2) == "−0.01" and V._num(0.006, 2) == "+0.01"
     assert V._num(float("nan"), 2) == "n/a"
+
+
+def test_differ_is_a_two_sided_control_never_contradicted():
+    up = V.differ([.60, .61, .62], [.50, .51, .52], "c", effect="x minus y")
+    down = V.differ([.50, .51, .52], [.60, .61, .62], "c")
+    same = V.differ([.50, .52, .51], [.51, .50, .52], "c", note="why it matters")
+    assert up.outcome == down.outcome == V.SUPPORTED and down.effect < 0 < up.effect
+    assert same.outcome == V.INCONCLUSIVE
+    assert up.interval == V.compare_means([.60, .61, .62], [.50, .51, .52], "c").interval
+    assert up.note.startswith("effect = x minus y, either sign counts")
+    assert "why it matters" in same.note
+    assert V.differ([.6], [.5], "c").outcome == V.INCONCLUSIVE          # no noise estimate

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,8 @@ from .train import default_device, progress
 
 __all__ = ["GMConfig", "GMLoop", "GMResult", "idc_lr_img", "decode", "mosaic_init",
            "matched_params", "grad_distance", "class_matching_loss", "siamese_pair",
-           "normalizer", "distill_gm", "evaluation_set", "DISTANCES", "IDC_MATCH_STRATEGY"]
+           "normalizer", "fused_forward", "distill_gm", "evaluation_set", "DISTANCES",
+           "IDC_MATCH_STRATEGY", "IMPLS"]
 
 DISTANCES = ("mse", "l1")
 IDC_MATCH_STRATEGY = "color_crop_cutout"  # IDC aug_type for matching (and the net update)
@@ -211,15 +213,50 @@ def siamese_pair(real: torch.Tensor, syn: torch.Tensor, draw: DSAParams | None
     return apply_dsa(real, draw), apply_dsa(syn, draw)
 
 
+IMPLS = ("auto", "stock")
+
+
+def fused_forward(model: torch.nn.Module) -> Callable | None:
+    """``x -> model(x)`` replayed through ``fused.convnet_plan`` (norm-ReLU-pool tails with
+    closed-form first and second derivatives), or None where that would not be the same
+    computation: not a plan-covered ConvNet, not float32 on the CPU, or a batch-norm network (its
+    module forward also updates running statistics, which the functional ops leave alone).
+
+    The synthetic branch of the matching loss is differentiated twice (its gradient, then the
+    distance's gradient wrt the images); the stock modules' double backward there is made of many
+    small element-wise ops (instance norm written out as tensor maths). Same values and gradients
+    to float rounding (tests/test_gradmatch.py); speed in benchmarks/bench_gradmatch.py.
+    """
+    from .fused import convnet_plan
+    p0 = next(model.parameters(), None)
+    if (p0 is None or p0.device.type != "cpu" or p0.dtype != torch.float32
+            or any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())):
+        return None
+    ops = convnet_plan(model)
+    if ops is None:
+        return None
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        p = dict(model.named_parameters())
+        for op in ops:
+            x = op(p, x)
+        return x
+    return forward
+
+
 def class_matching_loss(model: torch.nn.Module, real: torch.Tensor, syn_stored: torch.Tensor,
                         label: int, config: GMConfig, draw: DSAParams | None,
-                        norm=lambda x: x) -> torch.Tensor:
+                        norm=lambda x: x, impl: str = "auto") -> torch.Tensor:
     """The matching loss of one class: dist(grad CE(real), grad CE(decode(syn))) over the matched
     parameters; differentiable in ``syn_stored`` (k, C, H, W) pixels, ``real`` (b, C, H, W).
 
     Source: IDC ``matchloss`` (papers.md §5). ``norm`` maps pixels to the network's input space.
-    Used in: distill_gm, tests (finite differences).
+    ``impl``: "auto" runs the synthetic branch (the one differentiated twice) through
+    :func:`fused_forward` where it applies, "stock" through the module; the same maths.
+    Used in: distill_gm, tests (finite differences, fused against stock).
     """
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {list(IMPLS)}")
     labels = torch.full((len(syn_stored),), label, dtype=torch.long, device=syn_stored.device)
     syn, syn_y = decode(syn_stored, labels, config.factor)
     real_a, syn_a = siamese_pair(real, syn, draw)
@@ -227,7 +264,8 @@ def class_matching_loss(model: torch.nn.Module, real: torch.Tensor, syn_stored: 
     real_y = torch.full((len(real),), label, dtype=torch.long, device=real.device)
     g_real = torch.autograd.grad(F.cross_entropy(model(norm(real_a)), real_y), params)
     g_real = [g.detach() for g in g_real]
-    g_syn = torch.autograd.grad(F.cross_entropy(model(norm(syn_a)), syn_y), params,
+    forward = (fused_forward(model) if impl == "auto" else None) or model
+    g_syn = torch.autograd.grad(F.cross_entropy(forward(norm(syn_a)), syn_y), params,
                                 create_graph=True)
     return grad_distance(g_real, g_syn, config.distance)
 
@@ -293,7 +331,7 @@ def _per_class(labels: torch.Tensor, classes) -> dict[int, torch.Tensor]:
 
 
 def _outer_iteration(state: _State, labels, real_x, real_y, pools: dict, config: GMConfig,
-                     num_classes: int, norm, device) -> float:
+                     num_classes: int, norm, device, impl: str = "auto") -> float:
     """One outer iteration in place (fresh network, inner_loop rounds, clamp); its mean loss."""
     gen, f2 = state.generator, config.factor ** 2
     model = get_network(config.network, num_classes, tuple(real_x.shape[-2:]), real_x.shape[1],
@@ -313,7 +351,7 @@ def _outer_iteration(state: _State, labels, real_x, real_y, pools: dict, config:
                 idx = idx[torch.randperm(len(idx), generator=gen)[:config.batch_syn_max // f2]]
             draw = sample_dsa(1, real.shape[-2:], gen, config.dsa_strategy, siamese=True)
             loss = class_matching_loss(model, real, state.images[idx.to(device)], c, config,
-                                       draw, norm)
+                                       draw, norm, impl)
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             state.optimizer.step()
@@ -384,7 +422,7 @@ def distill_gm(images: torch.Tensor, labels: torch.Tensor, real_x: torch.Tensor,
                real_y: torch.Tensor, config: GMConfig = GMConfig(), loop: GMLoop = GMLoop(), *,
                mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), match_pool: torch.Tensor | None = None,
                num_classes: int | None = None, folder: str | os.PathLike | None = None,
-               device=None, stop_after: int | None = None) -> GMResult:
+               device=None, stop_after: int | None = None, impl: str = "auto") -> GMResult:
     """Distil the stored images ``images`` (n, C, H, W) in [0, 1] of classes ``labels`` (n,) by
     IDC gradient matching against ``real_x`` (N, C, H, W) pixels in [0, 1], ``real_y`` (N,).
 
@@ -393,7 +431,8 @@ def distill_gm(images: torch.Tensor, labels: torch.Tensor, real_x: torch.Tensor,
     the examples the matching real batches are drawn from (None: all; DASM passes the hard part);
     the network always trains on all of ``real_x``. ``lr_img`` None: ``idc_lr_img`` of the stored
     images per class. Resumable from ``folder``; ``stop_after=k`` stops after k outer iterations
-    (as if killed). Used in: dasm.distill_dasm, the DASM figure.
+    (as if killed). ``impl``: the matching loss's implementation (:func:`class_matching_loss`;
+    the same maths). Used in: dasm.distill_dasm, the DASM figure.
     """
     device = torch.device(device) if device is not None else default_device()
     num_classes = num_classes or int(real_y.max()) + 1
@@ -415,7 +454,7 @@ def distill_gm(images: torch.Tensor, labels: torch.Tensor, real_x: torch.Tensor,
     for _ in progress(range(state.done, loop.iterations), "gradient matching"):
         t0 = time.perf_counter()
         loss = _outer_iteration(state, labels, real_x, real_y, pools, config, num_classes, norm,
-                                device)
+                                device, impl)
         if not math.isfinite(loss):
             raise FloatingPointError(f"gradient matching: the matching loss is {loss} at outer "
                                      f"iteration {state.done}; lower lr_img")

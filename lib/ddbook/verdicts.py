@@ -8,6 +8,7 @@ effect is signed so that > 0 favours the claim, in accuracy points unless stated
 turns fractions into points; ``runs="3 vs 3 networks"`` overrides the runs in words).
 
 - :func:`compare_means` — mean(a) > mean(b): Welch's t interval (Welch–Satterthwaite df).
+- :func:`differ` — a control: mean(a) and mean(b) differ, either sign (Welch's t interval).
 - :func:`one_sample` — mean(diffs) > 0 for paired or cross-fitted differences: t interval.
 - :func:`bootstrap_diff` — mean(a) > mean(b): percentile bootstrap over runs, seeded.
 - :func:`at_point` — a pre-specified point (the paper's β*) against a baseline: Welch, no selection.
@@ -29,7 +30,8 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["OUTCOMES", "Verdict", "VerdictTable", "compare_means", "one_sample", "bootstrap_diff", "at_point",
+__all__ = ["OUTCOMES", "Verdict", "VerdictTable", "compare_means", "differ", "one_sample",
+           "bootstrap_diff", "at_point",
            "crossfit_best", "trend", "argmax_trend", "render", "summary", "NOT_TESTABLE"]
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = OUTCOMES = (
@@ -101,6 +103,21 @@ def compare_means(a, b, claim: str, *, level: float = 0.95, units: str = "points
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
     return _t_verdict(claim, effect, scale * math.sqrt(va + vb), df, level, n, "Welch's t", units)
+
+
+def differ(a, b, claim: str, *, effect: str = "a minus b", note: str = "", level: float = 0.95,
+           units: str = "points", scale: float = 100.0, runs: str | None = None) -> Verdict:
+    """A control's test: "mean(a) and mean(b) differ by more than the run-to-run noise", either
+    sign. Welch's interval of scale·(ā − b̄) as in :func:`compare_means`; supported when it
+    excludes 0 on either side, inconclusive otherwise (never contradicted: a control that finds no
+    difference says the scale cannot test what depends on it). ``effect`` names the difference
+    in the note ("α 1 minus α 0"); ``note`` follows it, then the test's own note."""
+    v = compare_means(a, b, claim, level=level, units=units, scale=scale, runs=runs)
+    lo, hi = v.interval
+    moved = not math.isnan(lo) and (lo > 0 or hi < 0)
+    why = "; ".join(x for x in (f"effect = {effect}, either sign counts (a difference, not a "
+                                f"direction)", note, v.note) if x)
+    return replace(v, outcome=SUPPORTED if moved else INCONCLUSIVE, note=why)
 
 
 def one_sample(diffs, claim: str, *, level: float = 0.95, units: str = "points",

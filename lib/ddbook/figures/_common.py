@@ -31,6 +31,11 @@ class Loaded(NamedTuple):
     missing: list
     stale: dict
 
+    def profile(self) -> Profile | None:
+        """The profile the found results were made at (a page loads one profile; None: none
+        found). What a page's verdicts read their plan from."""
+        return get_profile(next(iter(self.found.values())).profile) if self.found else None
+
     def describe(self, profile: str) -> str:
         """One line: how many pieces are present, missing and stale (and which), at ``profile``."""
         n = len(self.found) + len(self.missing) + len(self.stale)

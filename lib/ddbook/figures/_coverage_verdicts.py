@@ -20,7 +20,7 @@ from scipy import stats
 
 from .. import verdicts as V
 from ..coverage import bootstrap_examples
-from ..profiles import Profile, get_profile
+from ..profiles import Profile
 
 __all__ = ["page_verdicts", "covered", "boot_verdict", "interaction_verdict", "gradnorm_diffs"]
 
@@ -196,9 +196,9 @@ def page_verdicts(loaded, profile: Profile | None = None) -> list:
     from . import selmatch_fig1_fig5_coverage as page
     from .. import selmatch_scale as sc
     if profile is None:
-        if not loaded.found:
+        profile = loaded.profile()
+        if profile is None:
             return []
-        profile = get_profile(next(iter(loaded.found.values())).profile)
     grp = page.groups(profile)
     if grp is None:
         return []

@@ -7,6 +7,8 @@ message is known. Our version, at the scale of the SelMatch pages:
 - universe: the first 500 images of each CIFAR-10 class (``train.class_indices(c)[:500]``), the
   same scale model as the Fig. 3 sweep (``figures.selmatch_fig3``, quick); the full test set;
 - methods at each IPC (stored images per class, the storage budget):
+  ``init`` the control: gradient matching's initial set (real mosaics, the same draw as ``gm``),
+           evaluated without any matching — does matching change anything at this scale?
   ``gm``   IDC gradient matching (``ddbook.gradmatch``), multi-formation factor 2 (IDC's CIFAR
            setting, so 4 x IPC decoded images), initialised with real mosaics;
   ``dasm`` the sequential variant (``ddbook.dasm``, our reading), K = 2, the hardest half per
@@ -45,14 +47,24 @@ iterations of 10 rounds each (IDC: 2,000 of 100), 3 evaluation networks per poin
 
 | pieces | CPU minutes |
 | --- | --- |
-| gm-ipc25/50/100: 12 x (60 + 72 + 72) s | 41 |
-| dasm-ipc25/50/100: 12 x (37 + 60 + 72) s (segments of half the IPC) + 3 scorings | 37 |
+| gm-ipc25/50/100: 12 x (60 + 72 + 72) s / 1.25 (the fused synthetic branch, below) | 33 |
+| dasm-ipc25/50/100: 12 x (37 + 60 + 72) s / 1.25 (segments of half the IPC) + 3 scorings | 30 |
 | tm-ipc25/50/100: 3 experts x 15 epochs once (4 min), 200 iterations each (13 min) | 43 |
 | evaluation: 9 distilled points x 13 min; random: read from the Fig. 3 sweep | 117 |
+| the control, init-ipc25/50/100: evaluation only, 3 x 13 min | 39 |
 
-About 4 process-hours in all (238 CPU minutes); pieces can run side by side (``--only gm``,
+About 4.4 process-hours in all (262 CPU minutes); pieces can run side by side (``--only gm``,
 ``--only dasm``, ``--only tm``). IPC 150 (the sweep's 30 %) would add ~80 minutes; left out.
+The gradient-matching rows were measured before its synthetic branch ran through the fused
+norm-ReLU-pool ops (``gradmatch.fused_forward``), which ``benchmarks/bench_gradmatch.py`` measures
+at 1.25x per round at IPC 25 (the same maths; their estimate here is divided by that).
 The ``gpu`` settings are planned, not measured.
+
+Updates per stored image (``updates_per_image``, printed on the page): 12 x 10 = 120 rounds, each
+stepping a class on at most 32 of its stored images (batch_syn_max 128 / f^2), so 120 at IPC 25,
+77 at IPC 50 and 38 at IPC 100 (IDC: 200,000 rounds); DASM 60 / 60 / 38 (each of its two
+segments has half the outer iterations and half the images); trajectory matching 200. Far fewer
+than the papers' — hence the control.
 """
 from __future__ import annotations
 
@@ -71,7 +83,7 @@ NOTEBOOK = "dasm_fig1"
 TITLE = ("DASM Fig. 1 (our reading): accuracy against IPC for gradient matching, trajectory "
          "matching, the sequential difficulty-aligned variant and random selection")
 FOLDER = "dasm_fig1"
-METHODS = ("random", "gm", "dasm", "tm")
+METHODS = ("random", "init", "gm", "dasm", "tm")
 MTT_PRESET_IPCS = (1, 10, 50)
 
 
@@ -144,6 +156,35 @@ def _tm_preset(ipc: int, profile):
     return resolve(f"mtt-cifar10-ipc{base}", profile.name, {"ipc": ipc, "zca": False})
 
 
+def updates_per_image(method: str, ipc: int, s: Settings, profile) -> int:
+    """Expected updates of a stored image over the whole run (0: not distilled).
+
+    Gradient matching steps each class once per round on at most ``batch_syn_max / f^2`` of its
+    stored images (a random subset when it holds more), so a stored image takes part in
+    ``iterations x inner_loop x min(1, (batch_syn_max / f^2) / ipc)`` updates on average; DASM:
+    the fewest over its segments (each with its share of the iterations and its own size).
+    Trajectory matching: its applied iterations when every image is in a pass of each one
+    (``selmatch_scale.updates_per_image``)."""
+    from ..dasm import _segment_iterations, segment_sizes
+    from ..gradmatch import GMLoop
+    from ..selmatch_scale import updates_per_image as tm_updates
+
+    def gm(n: int, iterations: int) -> int:
+        return round(iterations * s.gm.inner_loop * min(n, s.gm.batch_syn_max // s.gm.factor ** 2)
+                     / n)
+    if method == "gm":
+        return gm(ipc, s.iterations)
+    if method == "dasm":
+        sizes = segment_sizes(ipc, s.dasm.segments)
+        its = _segment_iterations(GMLoop(iterations=s.iterations), sizes, s.dasm.split_iterations)
+        return min(gm(n, i) for n, i in zip(sizes, its))
+    if method == "tm":
+        p = _tm_preset(ipc, profile)
+        n = 10 * ipc
+        return tm_updates(n, p.match.batch_syn or n, p.match.syn_steps, p.loop.iterations)
+    return 0
+
+
 def _piece_config(method: str, ipc: int, s: Settings, profile) -> dict:
     common = {"method": method, "ipc": ipc, "universe": s.universe,
               "test_per_class": s.test_per_class, "seed": s.seed,
@@ -152,6 +193,8 @@ def _piece_config(method: str, ipc: int, s: Settings, profile) -> dict:
                                                    "eval_runs")}}
     if method == "gm":
         return {**common, "gm": asdict(s.gm), "iterations": s.iterations}
+    if method == "init":   # gm's initial set, not matched: the control
+        return {**common, "factor": s.gm.factor, "init_seed": s.seed + 101}
     if method == "dasm":
         return {**common, "gm": asdict(s.gm), "iterations": s.iterations, "dasm": asdict(s.dasm)}
     if method == "tm":
@@ -203,10 +246,13 @@ def _folder(profile, piece: Piece):
 def _distill(piece: Piece, s: Settings, data, profile, device) -> tuple:
     """(normalised training images, labels, record) of one method's set."""
     ds, train, x, y, xt, yt = data
-    if piece.method == "gm":
+    if piece.method in ("gm", "init"):
         gen = torch.Generator().manual_seed(s.seed + 101)
         init, labels = initial_segment(x, y, torch.arange(len(x)), piece.ipc, s.gm.factor,
                                        range(ds.num_classes), gen)
+        if piece.method == "init":   # the control: the same mosaics, never matched
+            syn = evaluation_set(init, labels, s.gm.factor, ds.mean, ds.std)
+            return syn.images, syn.labels, {"source": "gm's initial mosaics, not matched"}
         res = distill_gm(init, labels, x, y, s.gm, GMLoop(iterations=s.iterations,
                                                           seed=s.seed),
                          mean=ds.mean, std=ds.std, num_classes=ds.num_classes,
@@ -275,6 +321,7 @@ def run_piece(piece: Piece, profile, device=None, data=None):
            "train_loss": [l for e in evals for l in e.train_loss],
            "eval_point": evals[0].eval_point, "distill_seconds": distill_s,
            "eval_seconds": sum(e.wall_time_s for e in evals), "n_test": int(correct.shape[1]),
+           "updates_per_image": updates_per_image(piece.method, piece.ipc, s, profile),
            **record}
     arrays = {"correct_bits": np.packbits(correct.astype(bool), axis=1)}
     return save_result(f"{FOLDER}/{piece.name}", profile.name, out, piece.config,
@@ -323,6 +370,7 @@ def _save_reused(piece: Piece, profile, s: Settings, reused: list, timer):
            "train_loss": [r.data["train_loss"] for _, r in reused],
            "eval_point": reused[0][1].data["eval_point"], "distill_seconds": 0.0,
            "eval_seconds": sum(r.provenance["wall_time_s"] for _, r in reused), "n_test": n_test,
+           "updates_per_image": 0,
            "source": "the Fig. 3 sweep's random points (the same computation): "
                      + ", ".join(f"{profile.name}/{n} (git {r.provenance['sha'][:10]})"
                                  for n, r in reused)}
@@ -380,8 +428,32 @@ def table(loaded: Loaded) -> dict:
     return out
 
 
+def proofs(loaded: Loaded) -> dict:
+    """What makes the scale meaningful, per method over its pieces found: the fewest updates per
+    stored image (0: not distilled), the largest final training loss of any evaluation network
+    (do the networks fit their training set?) and the IPCs present."""
+    out: dict = {}
+    for r in loaded.found.values():
+        d = r.data
+        row = out.setdefault(d["method"], {"ipcs": [], "updates": [], "train_loss": []})
+        row["ipcs"].append(d["ipc"])
+        row["updates"].append(d.get("updates_per_image"))
+        row["train_loss"] += [float(x) for x in d.get("train_loss", [])]
+    return {m: {"IPCs": sorted(v["ipcs"]),
+                "fewest updates per stored image": (None if None in v["updates"]
+                                                    else min(v["updates"])),
+                "largest final training loss": max(v["train_loss"]) if v["train_loss"] else None}
+            for m, v in sorted(out.items(), key=lambda kv: METHODS.index(kv[0]))}
+
+
 def verdicts(loaded: Loaded) -> list:
     """The page's claims, judged over the evaluation runs by the shared verdict module.
+
+    First what the scale must show before any claim means anything: random real images gain
+    accuracy with IPC (more data still helps: the OLS slope over the plan's IPCs), and the
+    control at every planned IPC: gradient matching moves its own initial mosaics' accuracy (the
+    ``init`` pieces, the same stored images never matched) by more than the run-to-run noise,
+    either sign. Then the claims:
 
     1. the sequential variant beats plain gradient matching at the plan's largest IPC;
     2. its gain over gradient matching grows with IPC (the draft: it lessens the plateau at larger
@@ -394,14 +466,25 @@ def verdicts(loaded: Loaded) -> list:
     each (a partial grid would judge a smaller IPC, or a shorter trend, than the page promises).
     With 3 runs per point any of them may come out inconclusive at this scale.
     """
-    from ..profiles import get_profile
-    from ..verdicts import compare_means, trend
+    from ..verdicts import compare_means, differ, trend
     if not loaded.found:
         return []
-    ipcs = sorted(settings(get_profile(next(iter(loaded.found.values())).profile)).ipcs)
+    ipcs = sorted(settings(loaded.profile()).ipcs)
     t = table(loaded)
     out = []
     largest = ipcs[-1]
+    pre = []
+    if all(i in t.get("random", {}) for i in ipcs) and len(ipcs) >= 2:
+        pre.append(trend(ipcs, [t["random"][i] for i in ipcs], "precondition: random real "
+                         "images gain accuracy with IPC at this scale (more data still helps)",
+                         direction="increasing", per="image per class"))
+    for i in ipcs:
+        if i in t.get("gm", {}) and i in t.get("init", {}):
+            pre.append(differ(t["gm"][i], t["init"][i], f"control at IPC {i}: gradient matching "
+                              f"changes its initial mosaics' accuracy by more than the "
+                              f"run-to-run noise", effect="matched minus initial mosaics",
+                              note="the same stored images before matching, same evaluation "
+                                   "seeds; if not, the scale cannot test the claims below"))
     for a, b, claim in (("dasm", "gm", "the sequential variant beats gradient matching"),
                         ("gm", "tm", "gradient matching beats trajectory matching")):
         if largest in t.get(a, {}) and largest in t.get(b, {}):
@@ -415,7 +498,7 @@ def verdicts(loaded: Loaded) -> list:
         out.insert(1, trend(ipcs, diffs, "the sequential variant's gain over gradient matching "
                             "grows with IPC (it lessens the plateau)", direction="increasing",
                             per="image per class"))
-    return out
+    return pre + out
 
 
 def correctness(result) -> np.ndarray:

@@ -8,9 +8,6 @@ scripts' chosen α per ratio (0.6 / 0.2 / 0.1) drawn as markers.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import replace
-
 from ..profiles import Profile
 from .. import selmatch_scale as sc
 
@@ -60,18 +57,15 @@ def alpha_table(loaded) -> dict:
     return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
 
 
-def _profile(loaded) -> str | None:
-    return next(iter(loaded.found.values())).profile if loaded.found else None
-
-
 def proofs(loaded) -> dict:
     """The scale's proofs that the mechanism acts, from the pieces found: the fewest updates per
     distilled image over the distilling pieces (and the target), the largest final training loss
     of any evaluation network, per ratio."""
     pts = points(loaded)
-    prof = _profile(loaded)
+    prof = loaded.profile()
     dist = pts[pts["alpha"] > 0]
-    out = {"profile": prof, "target_updates": UPDATES_TARGET.get(prof) if prof else None,
+    out = {"profile": prof and prof.name,
+           "target_updates": UPDATES_TARGET.get(prof.name) if prof else None,
            "min_updates": int(dist["updates"].min()) if len(dist) else None,
            "max_train_loss": float(pts["train_loss"].max()) if len(pts) else None,
            "per_ratio": {}}
@@ -98,16 +92,11 @@ def control(loaded):
     a1, a0 = table[ratio].get(1.0), table[ratio].get(0.0)
     if a1 is None or a0 is None:
         return None
-    v = V.compare_means(a1, a0, "control")
-    lo, hi = v.interval
-    differ = not math.isnan(lo) and (lo > 0 or hi < 0)
-    return replace(v, claim=f"control at {ratio:.0%}: all distilled (α = 1) and the window alone "
-                   f"(α = 0) differ by more than the run-to-run noise",
-                   outcome=V.SUPPORTED if differ else V.INCONCLUSIVE,
-                   note="effect = α 1 minus α 0, either sign counts (a difference, not a "
-                        "direction); runs are evaluation networks of one distilled set each, so "
-                        "the noise of the distillation itself is not in the interval"
-                        + (f"; {v.note}" if v.note else ""))
+    return V.differ(a1, a0, f"control at {ratio:.0%}: all distilled (α = 1) and the window "
+                    f"alone (α = 0) differ by more than the run-to-run noise",
+                    effect="α 1 minus α 0",
+                    note="runs are evaluation networks of one distilled set each, so the noise "
+                         "of the distillation itself is not in the interval")
 
 
 def complete_rows(table: dict, alphas) -> dict:
@@ -125,14 +114,13 @@ def verdicts(loaded) -> list:
     ratios whose α grid is complete, bootstrap over networks; not judged before two are), and, at
     each ratio, the best α (cross-fitted over networks) against the window alone."""
     from .. import verdicts as V
-    from ..profiles import get_profile
-    prof = _profile(loaded)
-    out = [v for v in [sc.random_trend(get_profile(prof)) if prof else None] if v is not None]
+    prof = loaded.profile()
+    out = [v for v in [sc.random_trend(prof) if prof else None] if v is not None]
     c = control(loaded)
     if c is not None:
         out.append(c)
     table = alpha_table(loaded)
-    full = complete_rows(table, sc.scale_config(get_profile(prof)).alphas) if prof else {}
+    full = complete_rows(table, sc.scale_config(prof).alphas) if prof else {}
     if len(full) >= 2:
         out.append(V.argmax_trend(full, "the best α falls as the subset grows (Fig. 4a)",
                                   direction="decreasing", units="α",
@@ -160,7 +148,7 @@ def draw(loaded, ax=None, label: str = ""):
         m = np.array([100 * np.mean(v) for v in t.values()])
         s = np.array([100 * np.std(v) for v in t.values()])
         ax.errorbar(a, m, yerr=s, color=color, marker=".", capsize=3,
-                    label=f"{ratio:.0%} (IPC {sc.ipc_of(sc.SCALE_MODELS[_profile(loaded)], ratio)})")
+                    label=f"{ratio:.0%} (IPC {sc.ipc_of(sc.scale_config(loaded.profile()), ratio)})")
         best = int(np.argmax(m))
         ax.plot(a[best], m[best], "o", ms=12, mfc="none", mec=color)
         pa = sc.paper_setting(ratio)["alpha"]   # a marker on the axis: no accuracy is implied

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from .. import paths, selmatch_scale as sc
-from ..profiles import Profile, get_profile
+from ..profiles import Profile
 from ..results import StaleResultError, config_hash, load_result, save_result
 from ._common import Loaded, _state, load_pieces, select
 
@@ -483,8 +483,7 @@ def verdicts(loaded) -> list:
                                            f"evaluation beats {d} in distillation / {e} in "
                                            f"evaluation (Fig. 4c)"))
     if loaded.found:
-        prof = get_profile(next(iter(loaded.found.values())).profile)
-        out += _tplus_verdicts(tplus_table(loaded), prof)
+        out += _tplus_verdicts(tplus_table(loaded), loaded.profile())
     return out
 
 

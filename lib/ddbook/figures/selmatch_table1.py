@@ -219,11 +219,10 @@ def verdicts(loaded, profile: Profile | None = None) -> list:
     α, β) against random, the window (paper β) and MTT; DATM against the same random images with
     DATM's soft labels (what distillation adds to DATM's labels)."""
     from .. import verdicts as V
-    from ..profiles import get_profile
     if profile is None:
-        if not loaded.found:
+        profile = loaded.profile()
+        if profile is None:
             return []
-        profile = get_profile(next(iter(loaded.found.values())).profile)
     table, _ = rows(loaded, profile)
     by = {(r["ratio"], r["row"]): r["accuracies"] for r in table}
     out = [v for v in [sc.random_trend(profile)] if v is not None]
