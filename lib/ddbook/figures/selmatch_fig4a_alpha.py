@@ -157,5 +157,5 @@ def draw(loaded, ax=None, label: str = ""):
     ax.set_xlabel("distillation portion α (0: the window alone; 1: all distilled)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"SelMatch α ablation, CIFAR-10 scale model{(' — ' + label) if label else ''}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data
     return ax.figure
