@@ -104,7 +104,9 @@ shown, shown_label = drawn_or_live(drawn, live, P, D, "figure and tables")
 
 cost = sc.planned_cost(D)
 if cost is None:
-    print(f"no calibration at {D.name} yet: the plan's cost is not measured")
+    print(f"no calibration run at {D.name}: " + ("each set's cost as it ran is in the table below"
+                                                 if drawn.found else
+                                                 "the plan's cost is not measured yet"))
 else:
     print(f"measured cost per set at {D.name} (from its calibration run):")
     display(pd.DataFrame(cost).round(2).set_index("ratio"))
