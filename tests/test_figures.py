@@ -129,3 +129,59 @@ def test_shards_split_a_page_into_disjoint_parts_that_cover_it(name, only, monke
     assert [len(t) for t in taken] == [len(wanted[k::3]) for k in range(3)]
     with pytest.raises(ValueError, match="0 <= k < n"):
         figures.reproduce(name, ci, shard=(3, 3))
+
+
+def test_claim_mode_takes_free_pieces_in_order_skips_held_ones_and_waits_for_sources(
+        tmp_path, monkeypatch):
+    """reproduce_claimed: each piece under its own file lock; a piece another process holds is
+    skipped; a page with SOURCES first waits until those pages' held pieces are released."""
+    import threading
+    import time
+
+    monkeypatch.setenv("DDBOOK_CACHE", str(tmp_path / "cache"))
+    ci = get_profile("ci")
+    table, coverage = figures.find("selmatch-table1")[0], figures.find("selmatch-coverage")[0]
+    assert "selmatch-table1" in coverage.SOURCES
+    ran, when = [], {}
+
+    def fake_run(module):
+        def run(profile, device=None, only=None):
+            names = [p.name for p in module.plan(profile) if only(p.name)]
+            assert len(names) == 1, "claim mode runs one piece per call"
+            ran.append((module.NAME, names[0]))
+            when.setdefault(module.NAME, time.monotonic())
+            path = tmp_path / f"{module.NAME}-{names[0]}.json"
+            path.write_text("{}")
+            return [path]
+        return run
+    for m in (table, coverage):
+        monkeypatch.setattr(m, "run", fake_run(m))
+    pieces = [p.name for p in table.plan(ci)]
+    held = paths.FileLock(figures.claim_path(ci, table, pieces[1]), wait=False).__enter__()
+    assert held.held                                  # "another process" runs the second piece
+    released = {}
+
+    def release():
+        released["t"] = time.monotonic()
+        held.__exit__()
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    logs = []
+    out = figures.reproduce_claimed(["selmatch-table1", "selmatch-coverage"], ci, log=logs.append)
+    timer.join()
+    assert [n for m, n in ran if m == table.NAME] == [p for p in pieces if p != pieces[1]]
+    assert any(pieces[1] in line and "another process" in line for line in logs)
+    assert [n for m, n in ran if m == coverage.NAME] == [p.name for p in coverage.plan(ci)]
+    assert when[coverage.NAME] >= released["t"], "the page started before its source piece ended"
+    assert len(out) == len(ran)
+    # a piece nobody holds is not skipped on a second pass, and a held lock dies with its holder
+    ran.clear()
+    figures.reproduce_claimed(["selmatch-table1"], ci, only=pieces[1], log=logs.append)
+    assert ran == [(table.NAME, pieces[1])]
+
+
+def test_reproduce_command_refuses_mixed_sharing_modes_and_several_pages_without_claim():
+    from ddbook.__main__ import main
+    assert main(["reproduce", "selmatch-table1", "--profile", "ci", "--claim",
+                 "--shard", "0/2"]) == 2
+    assert main(["reproduce", "selmatch-table1", "dasm", "--profile", "ci"]) == 2

@@ -237,15 +237,30 @@ def _add_distill_parser(sub) -> None:
 
 def _cmd_reproduce(args) -> int:
     """Run the missing or stale pieces of a book page's figure (``ddbook.figures``)."""
-    from .figures import as_profile, find, reproduce
-    module, _ = find(args.what)
-    for name, why in module.load(as_profile(args.profile)).stale.items():
-        print(f"stale (made from another configuration; rerun where --only selects it): {why}")
+    from .figures import as_profile, find, reproduce, reproduce_claimed
+    if args.claim and args.shard:
+        raise ValueError("--claim and --shard are two ways to share pages between processes: "
+                         "use one (--claim: each process takes the next free piece)")
+    if len(args.what) > 1 and not args.claim:
+        raise ValueError(f"several pages ({', '.join(args.what)}) run in one command only with "
+                         f"--claim; without it, run one page per command")
+    for what in args.what:
+        module, _ = find(what)
+        for name, why in module.load(as_profile(args.profile)).stale.items():
+            print(f"stale (made from another configuration; rerun where --only selects it): {why}")
+    if args.claim:
+        for path in reproduce_claimed(args.what, args.profile, device=args.device,
+                                      only=args.only):
+            print(f"wrote {path}")
+        print(f"{', '.join(args.what)} at {args.profile}: this process found no free piece left "
+              f"(pieces held by other processes finish there)")
+        return 0
+    what, = args.what
     shard = tuple(int(v) for v in args.shard.split("/")) if args.shard else None
-    for path in reproduce(args.what, args.profile, device=args.device, only=args.only,
+    for path in reproduce(what, args.profile, device=args.device, only=args.only,
                           shard=shard):
         print(f"wrote {path}")
-    print(f"{args.what} at {args.profile}: "
+    print(f"{what} at {args.profile}: "
           + (f"shard {args.shard} complete (the other shards run their own pieces)" if shard
              else "complete"))
     return 0
@@ -257,7 +272,8 @@ def _add_reproduce_parser(sub) -> None:
     listing = "; ".join(f"{n}: {what}" for n, what in names().items())
     rep = sub.add_parser("reproduce", help="the runs behind a book page (resumable; one results "
                          "file per piece)", description=f"Figures: {listing}.")
-    rep.add_argument("what", metavar="NAME", help=f"one of {', '.join(names())}")
+    rep.add_argument("what", metavar="NAME", nargs="+", help=f"one of {', '.join(names())} "
+                     "(several, in order, with --claim)")
     rep.add_argument("--profile", default=None, help="ci | quick | gpu | paper")
     rep.add_argument("--only", default=None, help="only the pieces whose name contains this, e.g. "
                      "ipc10, late, VGG11")
@@ -265,6 +281,11 @@ def _add_reproduce_parser(sub) -> None:
     rep.add_argument("--shard", default=None, help="k/n: run every n-th piece from the k-th, so "
                      "n processes share the page (e.g. 0/2 and 1/2 on two cores; experts they "
                      "share are split between them)")
+    rep.add_argument("--claim", action="store_true", help="share the pages with any other "
+                     "process started the same way: each takes the next piece nobody holds (a "
+                     "file lock per piece), page after page, so n processes on n cores stay busy "
+                     "to the end, e.g. `reproduce selmatch-table1 dasm selmatch-coverage --claim &` "
+                     "once per core")
     rep.set_defaults(run=_cmd_reproduce)
 
 

@@ -110,30 +110,14 @@ def _unreadable(path: Path, e: Exception) -> CorruptCacheError:
         f"and retrains it")
 
 
-class _ExpertLock:
+class _ExpertLock(paths.FileLock):
     """An exclusive ``flock`` on ``<folder>/.expert_<i>.lock`` while expert ``i`` is trained, so
     that processes sharing a buffer (two pages, or two shards of one, on two cores) split its
     experts instead of training each twice. ``wait=False``: ``held`` is False when another process
     holds it. The lock dies with its process, so a killed trainer never blocks anyone."""
 
     def __init__(self, folder: Path, i: int, wait: bool):
-        self.path, self.wait, self.held, self._file = folder / f".expert_{i:03d}.lock", wait, False, None
-
-    def __enter__(self) -> "_ExpertLock":
-        import fcntl
-
-        self._file = open(self.path, "a+b")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-            self.held = True
-        except BlockingIOError:
-            self._file.close()
-            self._file = None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file is not None:
-            self._file.close()                  # closing releases the flock
+        super().__init__(folder / f".expert_{i:03d}.lock", wait)
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["repo_root", "data_dirs", "scores_dirs", "cache_dir", "results_root",
-           "PathSettingError", "env_path", "write_atomic", "save_atomic"]
+           "PathSettingError", "env_path", "write_atomic", "save_atomic", "FileLock"]
 
 
 class PathSettingError(ValueError):
@@ -130,3 +130,30 @@ def save_atomic(path: Path, blob) -> Path:
     import torch
 
     return write_atomic(path, lambda f: torch.save(blob, f))
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` for the ``with`` block: ``wait=True`` blocks until it is
+    free, ``wait=False`` leaves ``held`` False when another process (or another open of the file)
+    holds it. The lock dies with its process, so a killed holder never blocks anyone. Used in:
+    experts (one lock per expert), figures.reproduce_claimed (one lock per piece)."""
+
+    def __init__(self, path: Path, wait: bool):
+        self.path, self.wait, self.held, self._file = Path(path), wait, False, None
+
+    def __enter__(self) -> "FileLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+b")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            self.held = True
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()                  # closing releases the flock

@@ -13,7 +13,9 @@ are helpers, not pages) defines
   matches;
 - ``load(profile) -> Loaded``: ``Loaded(found, missing, stale)``;
 - ``verdicts(loaded) -> list[Verdict]`` (:mod:`ddbook.verdicts`);
-- optionally ``ALIASES``: {other command-line name: the prefix of the piece names it runs}.
+- optionally ``ALIASES``: {other command-line name: the prefix of the piece names it runs};
+- optionally ``SOURCES``: the NAMEs of the pages whose results or sets it reads (what
+  :func:`reproduce_claimed` waits for before it starts the page).
 
 A new page is one new module here plus one notebook: nothing else is registered by hand.
 """
@@ -26,7 +28,8 @@ from types import ModuleType
 
 from ._common import Loaded, as_profile, committed_or_live, drawn_or_live
 
-__all__ = ["Loaded", "committed_or_live", "drawn_or_live", "modules", "find", "reproduce", "names", "REQUIRED"]
+__all__ = ["Loaded", "committed_or_live", "drawn_or_live", "modules", "find", "reproduce",
+           "reproduce_claimed", "claim_path", "names", "REQUIRED"]
 
 REQUIRED = ("NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts")
 
@@ -103,3 +106,50 @@ def reproduce(name: str, profile, device=None, only: str | None = None,
         return module.run(profile, device=device, only=lambda p: p in mine)
     return module.run(profile, device=device,
                       only=lambda n: n.startswith(prefix) and (only is None or only in n))
+
+
+def claim_path(profile, module: ModuleType, piece: str):
+    """The lock file a process holds while it runs ``piece`` of ``module`` in claim mode."""
+    from .. import paths
+    return paths.cache_dir() / "claims" / as_profile(profile).name / module.NAME / f"{piece}.lock"
+
+
+def reproduce_claimed(names: list, profile, device=None, only: str | None = None,
+                      log=print) -> list:
+    """Run the missing or stale pieces of the pages ``names``, in that order, shared with any
+    other process doing the same: no fixed shards, each process takes the next piece in plan
+    order that no one else holds (an exclusive ``flock`` per piece, :func:`claim_path`, held while
+    it runs and released by the process's death), skips the ones held, and moves on to the next
+    page. So n processes on n cores stay busy until every page is done, however unequal the
+    pieces. A page that declares ``SOURCES`` (pages whose sets it reads) first waits for every
+    piece of those pages that another process is running in claim mode; a source still missing
+    then is made by the page's own ``run``, as without claims. ``only``: a substring of the piece
+    names (on every page). Returns the results paths this process wrote (a piece found current
+    when its lock was taken is not run again, nor returned)."""
+    import time
+    from pathlib import Path
+
+    from ..paths import FileLock
+    profile = as_profile(profile)
+    pages = [find(n) for n in names]                       # unknown names fail before any work
+    out = []
+    for name, (module, prefix) in zip(names, pages):
+        for source in getattr(module, "SOURCES", ()):
+            smod, _ = find(source)
+            for p in smod.plan(profile):
+                with FileLock(claim_path(profile, smod, p.name), wait=True):
+                    pass                                   # returns when nobody runs it
+        part = [p.name for p in module.plan(profile)
+                if p.name.startswith(prefix) and (only is None or only in p.name)]
+        if not part:
+            log(f"{name}: no piece matches --only {only!r} at {profile.name}; nothing to do")
+            continue
+        for piece in part:
+            with FileLock(claim_path(profile, module, piece), wait=False) as lock:
+                if not lock.held:
+                    log(f"{name}: {piece} is running in another process; next")
+                    continue
+                t0 = time.time()
+                paths = module.run(profile, device=device, only=lambda n, p=piece: n == p)
+                out += [p for p in paths if Path(p).exists() and Path(p).stat().st_mtime >= t0]
+    return out

@@ -54,6 +54,7 @@ from ..results import StaleResultError, load_result, save_result
 from ._common import Loaded, load_pieces, select
 
 NAME = "selmatch-coverage"
+SOURCES = ("selmatch-alpha", "selmatch-table1")   # it reads their sets and evaluations
 NOTEBOOK = "selmatch_fig1_fig5_coverage"
 TITLE = "SelMatch Fig. 1 and Fig. 5: the coverage gap and what partial update keeps"
 PAGE = "selmatch_coverage"

@@ -61,6 +61,7 @@ from ..results import StaleResultError, config_hash, load_result, save_result
 from ._common import Loaded, _state, load_pieces, select
 
 NAME = "selmatch-ablations"
+SOURCES = ("selmatch-alpha", "selmatch-table1")   # every panel starts from their sets
 NOTEBOOK = "selmatch_fig4bcd_ablations"
 TITLE = "SelMatch Fig. 4(b)-(d): augmentation, batch norm and the latest start epoch"
 PAGE = "selmatch_ablations"
