@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from ddbook import selmatch_scale as sc
 from ddbook.evaluate import load_correct, pack_correct, unpack_correct
@@ -117,6 +118,10 @@ def test_pieces_end_to_end_and_resume(tiny, cifar10, monkeypatch):
         assert all(math.isfinite(x) for x in d["train_loss"])
         assert load_correct(r).shape == (2, 50)
         assert np.allclose(load_correct(r).mean(1), d["accuracies"]), "bits agree with accuracy"
+        px = d["pixels"]
+        assert (px["distilled"] or {"n": 0})["n"] == d["n_distilled"]
+        assert (px["real"] or {"n": 0})["n"] == d["n_selected"]
+        assert all(p["absmax"] > 0 and p["std"] > 0 for p in px.values() if p)
         if d["alpha"] == 0.0:
             assert d["updates_per_distilled_image"] is None and d["n_distilled"] == 0
         else:
@@ -200,3 +205,21 @@ def test_cli_names_the_pieces_when_only_matches_none(capsys):
     assert main(["reproduce", "selmatch-table1", "--profile", "ci", "--only", "zzz"]) == 2
     err = capsys.readouterr().err
     assert "r0.10_mtt" in err and "r0.30_datm" in err
+
+
+def test_pixel_stats_per_part_and_the_table_note():
+    from collections import namedtuple
+
+    from ddbook.figures.selmatch_table1 import _updates_note
+    x = torch.zeros(4, 3, 2, 2)
+    x[0] = 5.0                     # a distilled image far outside the real range
+    x[1] = -1.0
+    sel = torch.tensor([False, False, True, True])
+    px = sc.pixel_stats(x, sel)
+    assert px["distilled"]["n"] == 2 and px["distilled"]["absmax"] == 5.0
+    assert px["real"] == {"n": 2, "std": 0.0, "absmax": 0.0}
+    assert sc.pixel_stats(x, torch.ones(4, dtype=torch.bool))["distilled"] is None
+    R = namedtuple("R", "data")
+    note = _updates_note(R({"updates_per_distilled_image": 500, "pixels": px}))
+    assert note.startswith("500 updates per distilled image") and "|x| ≤ 5.0" in note
+    assert _updates_note(R({"updates_per_distilled_image": None})) == "not distilled"

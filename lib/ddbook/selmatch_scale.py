@@ -38,7 +38,7 @@ from .profiles import Profile, get_profile
 from .results import StaleResultError, Timer, load_result, save_result
 
 __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "paper_setting",
-           "alpha_plan", "table1_plan", "piece_config", "run_piece", "run_pieces", "load_pieces",
+           "alpha_plan", "table1_plan", "piece_config", "pixel_stats", "run_piece", "run_pieces", "load_pieces",
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
            "calibrate", "correct_mixed", "fig3_rows", "fig3_compatible", "fig3_betas",
            "ALPHA_PAGE", "TABLE1_PAGE", "SNAPSHOTS", "snapshot_every", "piece_folder",
@@ -480,6 +480,18 @@ def expected_snapshots(profile: Profile, piece: Piece) -> list[int]:
     return sorted({*range(0, n + 1, every), n})
 
 
+def pixel_stats(images: torch.Tensor, is_selected: torch.Tensor) -> dict:
+    """{"distilled" | "real": {"n", "std", "absmax"}} of a set's normalised pixels, per part (a
+    part with no image: None). Distillation at a large lr_img can carry images far outside the
+    real images' range (std ~1, |x| within ~2.5 after normalisation); the pages print this."""
+    out = {}
+    for part, mask in (("distilled", ~is_selected.bool()), ("real", is_selected.bool())):
+        x = images[mask.to(images.device)].detach().float()
+        out[part] = None if len(x) == 0 else {"n": len(x), "std": float(x.std()),
+                                               "absmax": float(x.abs().max())}
+    return out
+
+
 def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=None,
               stop_after: int | None = None):
     """Make (distil if it distils) and evaluate one piece; write its results; return the path
@@ -501,7 +513,8 @@ def run_piece(profile: Profile, piece: Piece, data=None, buffer=None, device=Non
            "ipc": ipc_of(scale, piece.ratio), "alpha": piece.alpha, "beta": piece.beta,
            "n_images": len(synset), "n_selected": synset.num_selected,
            "n_distilled": len(synset) - synset.num_selected, "init": info,
-           "soft_labels": synset.soft, "snapshot_every": snapshot_every(profile, piece)}
+           "soft_labels": synset.soft, "snapshot_every": snapshot_every(profile, piece),
+           "pixels": pixel_stats(synset.images, synset.is_selected)}
     loss = None
     if piece.distills and out["n_distilled"] == 0:
         out["init"]["note"] = "floor(alpha * IPC) = 0: nothing to distil, the window alone"

@@ -210,8 +210,15 @@ def _fig3_runs(table, ratio: float) -> dict:
 
 
 def _updates_note(r) -> str:
+    """How far distillation moved the set: its updates per distilled image and, where the
+    results file records it (``selmatch_scale.pixel_stats``), the distilled images' normalised
+    pixel std and largest |value| (real images: std ~1, |x| within ~2.5)."""
     u = r.data.get("updates_per_distilled_image")
-    return "not distilled" if u is None else f"{u} updates per distilled image"
+    if u is None:
+        return "not distilled"
+    px = (r.data.get("pixels") or {}).get("distilled")
+    return f"{u} updates per distilled image" + (
+        f"; distilled pixels std {px['std']:.2f}, |x| ≤ {px['absmax']:.1f}" if px else "")
 
 
 def verdicts(loaded, profile: Profile | None = None) -> list:
