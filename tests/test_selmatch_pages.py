@@ -33,8 +33,9 @@ def tiny(monkeypatch, tmp_path, one_thread):
 def test_plan_sizes_and_names():
     a, t = selmatch_alpha.plan(QUICK), selmatch_table1.plan(QUICK)
     assert len(a) == 3 * 6, "3 ratios x 6 alphas at quick"
-    # per ratio MTT, DATM, the fairness row; SelMatch at the paper's alpha 0.1 (20 %) is off the grid
-    assert len(t) == 3 * 3 + 1 and [p.name for p in t if p.method == "selmatch"] == \
+    # per ratio random, MTT, DATM, the fairness row; SelMatch at the paper's alpha 0.1 (20 %) is
+    # off the grid
+    assert len(t) == 3 * 4 + 1 and [p.name for p in t if p.method == "selmatch"] == \
         ["r0.20_selmatch-a0.1"]
     names = [p.name for p in a + t]
     assert len(set(names)) == len(names), "piece names are unique across both pages"
@@ -137,7 +138,7 @@ def test_pieces_end_to_end_and_resume(tiny, cifar10, monkeypatch):
 
 def test_table1_pieces_and_rows(tiny, cifar10):
     table_plan = selmatch_table1.plan(CI)
-    assert {p.method for p in table_plan} == {"mtt", "datm", "soft-random", "selmatch"}
+    assert {p.method for p in table_plan} == {"random", "mtt", "datm", "soft-random", "selmatch"}
     selmatch_table1.run(CI, device="cpu", only=lambda n: n.startswith("r0.10"))
     loaded = selmatch_table1.load(CI)
     d = {n: r.data for n, r in loaded.found.items()}
@@ -145,11 +146,25 @@ def test_table1_pieces_and_rows(tiny, cifar10):
     assert not d["r0.10_mtt"]["soft_labels"]
     assert d["r0.10_mtt"]["updates_per_distilled_image"] == d["r0.10_mtt"]["iterations_applied"]
     assert d["r0.10_random-softlabels"]["iterations"] == 0
+    # the random row: MTT's initial draw, kept real (crop + flip under the combined protocol)
+    rnd = d["r0.10_random"]
+    assert not rnd["soft_labels"] and rnd["iterations"] == 0
+    assert rnd["n_selected"] == rnd["n_images"] and rnd["n_distilled"] == 0
+    by = {p.name: p for p in table_plan}
+    first = [sc.final_set(CI, by[n]).meta["source_indices"]
+             for n in ("r0.10_random", "r0.10_random-softlabels")]
+    assert first[0] == first[1], "random and the fairness row hold the same images"
     sel = d["r0.10_selmatch-a0.2"]
     assert (sel["alpha"], sel["beta"], sel["n_distilled"]) == (0.2, 0.3, 0)  # floor(2 * 0.2) = 0
+    selmatch_alpha.run(CI, device="cpu", only="r0.10_a0.0")     # the window row (α = 0)
+    loaded = selmatch_table1.load(CI)
     rows, notes = selmatch_table1.rows(loaded, CI)
     labels = {r["row"] for r in rows if r["ratio"] == 0.1}
-    assert {"MTT", "DATM", "random real + DATM soft labels", "SelMatch (paper α, β)"} <= labels
+    assert {"random", "window (paper β)", "MTT", "DATM", "random real + DATM soft labels",
+            "SelMatch (paper α, β)"} <= labels
+    claims = [v.claim for v in selmatch_table1.verdicts(loaded, CI)]
+    assert any("control: MTT vs random" in c for c in claims)
+    assert any("beats window (paper β)" in c for c in claims)
     assert any("not drawn" in n for n in notes), "the tiny universe is not the Fig. 3 sweep's"
     paper = next(r for r in rows if r["row"] == "MTT")
     assert paper["paper_mean"] == 82.2, "the paper's number comes from the CSV"

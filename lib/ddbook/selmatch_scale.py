@@ -147,8 +147,10 @@ class Piece:
     name: str                 # unique within the page, e.g. "r0.05_a0.6"
     page: str                 # ALPHA_PAGE or TABLE1_PAGE: the results folder
     ratio: float
-    method: str               # "selmatch" (window init, partial update), "mtt", "datm", "soft-random"
-    alpha: float              # distilled fraction (1 for mtt and datm, 0 for soft-random)
+    method: str               # "selmatch" (window init, partial update), "mtt", "datm",
+    #                           "soft-random" (MTT's initial images, DATM's labels), "random"
+    #                           (MTT's initial images, hard labels, kept real)
+    alpha: float              # distilled fraction (1 for mtt and datm, 0 for soft-random, random)
     beta: float | None        # window start (selmatch); None: a random real init
 
     @property
@@ -169,13 +171,16 @@ def alpha_plan(profile: Profile) -> list[Piece]:
 
 
 def table1_plan(profile: Profile) -> list[Piece]:
-    """Table 1's own sets per ratio: MTT, DATM, random real images with DATM's soft labels, and
-    SelMatch at the paper's (α, β) where that α is not on the Fig. 4a grid (else it is read from
-    the α page). Random and window rows come from the Fig. 3 sweep (:func:`fig3_rows`)."""
+    """Table 1's own sets per ratio: random real images (MTT's initial images, kept real, hard
+    labels: the random row under SelMatch's protocol), MTT, DATM, the same random images with
+    DATM's soft labels, and SelMatch at the paper's (α, β) where that α is not on the Fig. 4a grid
+    (else it is read from the α page, as is the window alone, α = 0). The Fig. 3 sweep's random
+    and window rows (DSA on real images, :func:`fig3_rows`) are shown beside them."""
     scale = scale_config(profile)
     pieces = []
     for r in scale.ratios:
-        pieces += [Piece(f"r{r:.2f}_mtt", TABLE1_PAGE, r, "mtt", 1.0, None),
+        pieces += [Piece(f"r{r:.2f}_random", TABLE1_PAGE, r, "random", 0.0, None),
+                   Piece(f"r{r:.2f}_mtt", TABLE1_PAGE, r, "mtt", 1.0, None),
                    Piece(f"r{r:.2f}_datm", TABLE1_PAGE, r, "datm", 1.0, None),
                    Piece(f"r{r:.2f}_random-softlabels", TABLE1_PAGE, r, "soft-random", 0.0,
                          None)]
@@ -363,15 +368,16 @@ def initial_set(scale: ScaleConfig, piece: Piece, data, buffer):
         synset = from_indices(x, y, part.distill, part.select, scale.syn_lr)
         info.update(distill_per_class=part.distill_per_class,
                     select_per_class=part.select_per_class)
-    elif piece.method in ("mtt", "soft-random"):
-        idx = per_class_random(y, ipc, gen, ds.num_classes)
-        synset = from_indices(x, y, idx, None, scale.syn_lr)
+    elif piece.method in ("mtt", "soft-random", "random"):
+        idx = per_class_random(y, ipc, gen, ds.num_classes)   # the same draw for all three
+        synset = from_indices(x, y, idx[:0], idx, scale.syn_lr) if piece.method == "random" \
+            else from_indices(x, y, idx, None, scale.syn_lr)
     elif piece.method == "datm":
         idx, info["filled_with_misclassified"] = correct_mixed(x, y, ipc, buffer, gen)
         synset = from_indices(x, y, idx, None, scale.syn_lr)
     else:
-        raise ValueError(f"unknown method {piece.method!r}; use selmatch, mtt, datm or "
-                         f"soft-random")
+        raise ValueError(f"unknown method {piece.method!r}; use selmatch, mtt, datm, "
+                         f"soft-random or random")
     if piece.method in ("datm", "soft-random"):   # DATM's soft labels: correct experts' logits
         images, classes = synset.images, synset.classes
         logits, count = _mixed(lambda perm: expert_soft_labels(buffer, images[perm],
