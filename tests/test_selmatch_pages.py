@@ -33,10 +33,18 @@ def tiny(monkeypatch, tmp_path, one_thread):
 def test_plan_sizes_and_names():
     a, t = selmatch_alpha.plan(QUICK), selmatch_table1.plan(QUICK)
     assert len(a) == 3 * 6, "3 ratios x 6 alphas at quick"
-    # per ratio random, MTT, DATM, the fairness row; SelMatch at the paper's alpha 0.1 (20 %) is
-    # off the grid
-    assert len(t) == 3 * 4 + 1 and [p.name for p in t if p.method == "selmatch"] == \
+    # per ratio random, MTT, DATM, the fairness row; at 20 % MTT again at lr_img 1,000, and
+    # SelMatch at the paper's alpha 0.1, off the grid
+    assert len(t) == 3 * 4 + 2 and [p.name for p in t if p.method == "selmatch"] == \
         ["r0.20_selmatch-a0.1"]
+    check = next(p for p in t if p.lr_img is not None)
+    assert check.name == "r0.20_mtt-lr1000" and check.method == "mtt"
+    assert sc.match_config(sc.scale_config(QUICK), check).lr_img == 1000.0
+    mtt20 = next(p for p in t if p.name == "r0.20_mtt")
+    assert sc.match_config(sc.scale_config(QUICK), mtt20).lr_img == 10000.0
+    # a piece without its own rate keeps the config (and so the results) it had before the field
+    assert "lr_img" not in sc.piece_config(QUICK, mtt20)["piece"]
+    assert sc.piece_config(QUICK, check)["piece"]["lr_img"] == 1000.0
     names = [p.name for p in a + t]
     assert len(set(names)) == len(names), "piece names are unique across both pages"
     assert {sc.ipc_of(sc.scale_config(QUICK), r) for r in sc.scale_config(QUICK).ratios} == \

@@ -7,6 +7,8 @@ labelled otherwise:
 - **random**: random real images (the draw MTT starts from), hard labels, kept real: this page;
 - **window (paper β)**: the window alone at the paper's β, which is SelMatch at α = 0: the α page;
 - **MTT**: the same random real images as the random row, every image distilled, hard labels;
+  where the ratio's SelMatch image learning rate is not the 5 / 10 % one (20 %: 10,000), MTT
+  also at 1,000 (``selmatch_scale.LR_IMG_CHECK``), a sensitivity row;
 - **DATM**: images the experts classify correctly, every image distilled, with DATM's soft labels
   (the correct experts' mean logits) learned, DATM's late start range and loss threshold;
 - **random real + DATM's soft labels** (the fairness row): the same random images as MTT, not
@@ -46,6 +48,9 @@ __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "rows
 RANDOM_DSA = "random (Fig. 3 sweep, DSA)"
 WINDOW_DSA = "window (paper β; Fig. 3 sweep, DSA)"
 BEST_WINDOW_DSA = "window (best β, cross-fitted; Fig. 3 sweep, DSA)"
+
+# a sensitivity row (where the ratio's SelMatch lr_img is not the 5 / 10 % one: 20 %)
+MTT_LR_CHECK = f"MTT at lr_img {sc.LR_IMG_CHECK:,.0f} (sensitivity)"
 
 PAPER_METHOD = {"random": "Random", "window (paper β)": "Best window (sliding-window selection)",
                 "MTT": "MTT", "DATM": "DATM", "SelMatch (paper α, β)": "SelMatch"}
@@ -194,7 +199,9 @@ def rows(loaded, profile: Profile, groups: dict | None = None) -> tuple[list[dic
                                 held, [], "picks per held-out run: " + ", ".join(
                                     f"{p:.1f}" for p in picks),
                                 None if any(x is None for x in c) else np.concatenate(c), groups))
-        for label, suffix, source in (("MTT", "mtt", "this page"), ("DATM", "datm", "this page"),
+        for label, suffix, source in (("MTT", "mtt", "this page"),
+                                      (MTT_LR_CHECK, f"mtt-lr{sc.LR_IMG_CHECK:g}", "this page"),
+                                      ("DATM", "datm", "this page"),
                                       ("random real + DATM soft labels", "random-softlabels",
                                        "this page")):
             r = loaded.found.get(f"r{ratio:.2f}_{suffix}")
@@ -264,6 +271,13 @@ def verdicts(loaded, profile: Profile | None = None) -> list:
             out.append(V.differ(m, rnd, f"at {ratio:.0%}, MTT's distillation changes the accuracy "
                                         f"of its own initial images (control: MTT vs random, the "
                                         f"same images kept real)", effect="MTT minus random"))
+        lo = by.get((ratio, MTT_LR_CHECK))
+        if m and lo:
+            rate = sc.paper_setting(ratio)["lr_img"]
+            out.append(V.differ(m, lo, f"at {ratio:.0%}, MTT's accuracy depends on the image "
+                                       f"learning rate ({rate:,.0f}, SelMatch's for this ratio, "
+                                       f"against {sc.LR_IMG_CHECK:,.0f})",
+                                effect=f"lr_img {rate:,.0f} minus {sc.LR_IMG_CHECK:,.0f}"))
         sel = by.get((ratio, "SelMatch (paper α, β)"))
         for other in ("random", "window (paper β)", "MTT"):
             b = by.get((ratio, other))
