@@ -43,7 +43,6 @@ TITLE = "SelMatch Table 1: selection, distillation and both, at one protocol"
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "rows", "crossfit",
            "PAPER_METHOD"]
 
-# our row -> the paper's Table 1 method name (reference/paper-numbers.csv)
 # the Fig. 3 sweep's rows: real images under DSA, not SelMatch's protocol (shown, not tested)
 RANDOM_DSA = "random (Fig. 3 sweep, DSA)"
 WINDOW_DSA = "window (paper β; Fig. 3 sweep, DSA)"
@@ -52,6 +51,7 @@ BEST_WINDOW_DSA = "window (best β, cross-fitted; Fig. 3 sweep, DSA)"
 # a sensitivity row (where the ratio's SelMatch lr_img is not the 5 / 10 % one: 20 %)
 MTT_LR_CHECK = f"MTT at lr_img {sc.LR_IMG_CHECK:,.0f} (sensitivity)"
 
+# our row -> the paper's Table 1 method name (reference/paper-numbers.csv)
 PAPER_METHOD = {"random": "Random", "window (paper β)": "Best window (sliding-window selection)",
                 "MTT": "MTT", "DATM": "DATM", "SelMatch (paper α, β)": "SelMatch"}
 
