@@ -280,6 +280,17 @@ def test_kept_sets_are_the_evaluated_sets(tiny, cifar10):
     assert snapshot_iterations(sc.piece_folder(CI, mtt)) == [0, 1, 2]
     assert torch.equal(again.images, kept.images)
     assert torch.equal(sc.snapshots(CI, mtt)[2].images, kept.images)
+    # a remake interrupted after iteration 1 (its first snapshots kept) resumes: it keeps them
+    folder = sc.piece_folder(CI, mtt)
+    shutil.rmtree(folder)
+    buffer = sc.experts(scale, data, CPU)
+    assert sc._make_set(CI, mtt, data, buffer, CPU, stop_after=1)[0] is None
+    first = (folder / "snapshots" / "synset_000000.pt").stat().st_mtime_ns
+    assert snapshot_iterations(folder) == [0] and (folder / "checkpoint.pt").exists()
+    again = sc.ensure_set(CI, mtt, data, buffer, device=CPU)
+    assert snapshot_iterations(folder) == [0, 1, 2]
+    assert (folder / "snapshots" / "synset_000000.pt").stat().st_mtime_ns == first, "resumed"
+    assert torch.equal(again.images, kept.images)
 
 
 def test_page_end_to_end(tiny, cifar10, monkeypatch):
@@ -295,8 +306,8 @@ def test_page_end_to_end(tiny, cifar10, monkeypatch):
     assert len(table) == 2 * 4 and table[["overall", "easy", "hard"]].apply(
         lambda c: c.between(0, 1)).all().all()
     # a larger radius covers at least as much
-    assert (cov.coverage_table(loaded, 2.0)["overall"].values >=
-            cov.coverage_table(loaded, 0.5)["overall"].values).all()
+    assert (cov.coverage_table(loaded, 0.75)["overall"].values >=
+            cov.coverage_table(loaded, 0.25)["overall"].values).all()
     traj = cov.trajectory_table(loaded)
     assert sorted(traj["iteration"].unique()) == [0, 1, 2]
     grad = next(r for n, r in loaded.found.items() if n.endswith("_gradnorm"))
@@ -310,5 +321,22 @@ def test_page_end_to_end(tiny, cifar10, monkeypatch):
     verdicts = cov.verdicts(loaded, CI)
     assert verdicts and all(v.outcome in V.OUTCOMES for v in verdicts)
     assert cov.run(CI, device=CPU) == [], "current pieces are kept"
-    monkeypatch.setitem(cov.COVERAGE, "ci", replace(cov.COVERAGE["ci"], radius_factors=(1.0,)))
-    assert "features" in cov.load(CI).stale, "another configuration reads as stale"
+    # every set piece keeps each test image's distance to the set: its coverage at each radius
+    # is recomputable without the set
+    from ddbook.evaluate import unpack_correct
+    for r in loaded.found.values():
+        if "quantiles" not in r.data:
+            continue
+        bits = unpack_correct(r.arrays["covered_bits"], int(r.arrays["n_test"]))
+        for row, radius in enumerate(r.data["radii"]):
+            assert (bits[row] == (r.arrays["nearest"] <= radius)).all()
+    radii = loaded.found["features"].data["radii"]
+    assert radii["0.25"] < radii["0.5"] < radii["0.75"]
+    assert radii["0.5"] == loaded.found["features"].data["radius"]
+    monkeypatch.setitem(cov.COVERAGE, "ci", replace(cov.COVERAGE["ci"], radius_quantiles=(0.5,)))
+    after = cov.load(CI)
+    assert "features" in after.stale, "another configuration reads as stale"
+    assert any(n.endswith("_mtt") for n in after.stale)
+    # the radii are not in the t-SNE map's or the gradient norms' configs: still current
+    kept = {n for n in loaded.found if n.endswith(("_tsne", "_gradnorm"))}
+    assert kept and set(after.found) == kept

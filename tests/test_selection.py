@@ -141,6 +141,13 @@ def test_coverage_on_a_hand_made_point_set():
     train = torch.tensor([[0.0, 1.0], [1.0, 1.0], [5.0, 3.0], [0.0, 2.0]])
     r = cov.coverage_radius(test, test_y, train, torch.tensor([0, 0, 0, 1]))
     assert r == pytest.approx(1.5), "median of the distances 1, 1, 3, 2"
+    # other quantiles interpolate between the sorted distances 1, 1, 2, 3
+    assert cov.coverage_radius(test, test_y, train, torch.tensor([0, 0, 0, 1]), 0.25) == \
+        pytest.approx(1.0)
+    assert cov.coverage_radius(test, test_y, train, torch.tensor([0, 0, 0, 1]), 0.75) == \
+        pytest.approx(2.25)
+    with pytest.raises(ValueError, match="quantile"):
+        cov.coverage_radius(test, test_y, train, torch.tensor([0, 0, 0, 1]), 1.0)
 
 
 def test_margin_and_groups():

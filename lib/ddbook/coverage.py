@@ -6,7 +6,8 @@ recovered (papers.md §9). This book uses its own, labelled as ours on every pag
 - embed train, test and synthetic images with the penultimate layer of one network trained on the
   full training set;
 - a test example is *covered* when some synthetic example **of its class** lies within radius r;
-- r is the median, over test examples, of the distance to the nearest same-class training example;
+- r is the median, over test examples, of the distance to the nearest same-class training example
+  (other quantiles q give radii r(q) at which the training set covers a fraction q of the test set);
 - easy / hard test groups are the halves (or top / bottom quartiles) of the test set by that
   network's margin (true-class logit minus the largest other logit).
 """
@@ -17,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["nearest_same_class", "coverage_radius", "coverage", "margin", "difficulty_groups",
-           "Coverage", "group_accuracy", "bootstrap_examples"]
+__all__ = ["nearest_same_class", "coverage_radius", "coverage", "coverage_from_distances", "margin",
+           "difficulty_groups", "Coverage", "group_accuracy", "bootstrap_examples"]
 
 
 def nearest_same_class(query: torch.Tensor, query_labels: torch.Tensor, ref: torch.Tensor,
@@ -37,10 +38,14 @@ def nearest_same_class(query: torch.Tensor, query_labels: torch.Tensor, ref: tor
     return out
 
 
-def coverage_radius(test_f, test_y, train_f, train_y) -> float:
-    """r = median distance from a test example to its nearest same-class training example."""
+def coverage_radius(test_f, test_y, train_f, train_y, q: float = 0.5) -> float:
+    """r(q) = the q-quantile, over test examples, of the distance to the nearest same-class
+    training example (q = 0.5: the median, the default radius r); the training set itself covers
+    a fraction q of the test set at r(q), whatever the feature space's scale."""
+    if not 0 < q < 1:
+        raise ValueError(f"the radius quantile q must lie in (0, 1), got {q}")
     d = nearest_same_class(test_f, test_y, train_f, train_y)
-    return float(torch.quantile(d, 0.5))      # the mean of the two middle values for even counts
+    return float(torch.quantile(d, q))        # linear interpolation between order statistics
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,17 @@ class Coverage:
 
 def coverage(test_f, test_y, syn_f, syn_y, radius: float, groups: dict | None = None) -> Coverage:
     """Coverage of the test set by a synthetic set; ``groups`` maps names to bool masks over test."""
+    return coverage_from_distances(nearest_same_class(test_f, test_y, syn_f, syn_y), radius,
+                                   groups)
+
+
+def coverage_from_distances(nearest: torch.Tensor, radius: float,
+                            groups: dict | None = None) -> Coverage:
+    """:func:`coverage` from the test examples' distances to their nearest same-class synthetic
+    example (``nearest_same_class``), so several radii cost one distance computation."""
     if radius <= 0:
         raise ValueError(f"coverage radius must be positive, got {radius}")
-    covered = nearest_same_class(test_f, test_y, syn_f, syn_y) <= radius
+    covered = torch.as_tensor(nearest) <= radius
     per_group = {name: float(covered[mask].float().mean()) for name, mask in (groups or {}).items()}
     return Coverage(float(covered.float().mean()), per_group, covered, float(radius))
 

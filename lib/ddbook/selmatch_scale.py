@@ -474,15 +474,24 @@ def ensure_set(profile: Profile, piece: Piece, data=None, buffer=None, device=No
     not distilled is rebuilt from its seed; a distillation resumes from its checkpoint, or reruns
     from its seed, with its snapshots): the same set its results were evaluated on, on the same
     kind of machine (CPU runs are bit-reproducible)."""
-    from .matching import snapshot_iterations
+    from .paths import FileLock
     folder = _folder(profile, piece)
+    # one process at a time remakes a set: another one that needs it waits, then reads it
+    with FileLock(folder / ".ensure_set.lock", wait=True):
+        return _ensure_set(profile, piece, folder, data, buffer, device)
+
+
+def _ensure_set(profile: Profile, piece: Piece, folder, data, buffer, device):
+    from .matching import snapshot_iterations
     want = expected_snapshots(profile, piece)
     have = snapshot_iterations(folder)
     if (folder / "synset_final.pt").exists() and have == want:
         return final_set(profile, piece)
-    if have != want and (folder / "checkpoint.pt").exists():
-        # distilled before its snapshots were asked for: distil again from iteration 0 (the same
-        # seed, so the same set on this kind of machine), keeping them this time
+    # distilled (in part or whole) before its snapshots were asked for: distil again from
+    # iteration 0 (the same seed, so the same set on this kind of machine), keeping them this
+    # time; an interrupted run that kept its snapshots so far (a prefix of them) just resumes
+    unsnapped = bool(want) and (not have or have != want[:len(have)])
+    if unsnapped and (folder / "checkpoint.pt").exists():
         for f in [folder / "checkpoint.pt", folder / "synset_final.pt",
                   *(folder / "snapshots").glob("synset_*.pt")]:
             f.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ def _lines(ax, table, column: str, methods=ORDER) -> None:
                     label=_label(m), ls="--" if m == "random" else "-")
 
 
-def fig1a(cov_table, shown: str, ours: str, factor: float = 1.0):
+def fig1a(cov_table, shown: str, ours: str, q: float = 0.5):
     """Coverage (overall, easy half, hard half) against the subset ratio, one line per method."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3, figsize=(MAX_WIDTH, 3.3), sharey=True, constrained_layout=True)
@@ -43,14 +43,14 @@ def fig1a(cov_table, shown: str, ours: str, factor: float = 1.0):
         _lines(ax, cov_table, col)
         ax.set_title(f"{col} test examples", fontsize=9)
         ax.set_xlabel("subset ratio (%)")
-    axes[0].set_ylabel(f"coverage (%) at {factor:g} x r")
+    axes[0].set_ylabel(f"coverage (%) at radius r({q:g})")
     axes[0].legend(fontsize=6.5, loc="upper left")
     _footer(fig, shown, ours)
     fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
     return fig
 
 
-def fig1b(traj_table, ratio: float, shown: str, ours: str, factor: float = 1.0):
+def fig1b(traj_table, ratio: float, shown: str, ours: str, q: float = 0.5):
     """Coverage against distillation iteration at one ratio: MTT vs SelMatch; overall solid, easy
     dashed, hard dotted."""
     import matplotlib.pyplot as plt
@@ -61,7 +61,7 @@ def fig1b(traj_table, ratio: float, shown: str, ours: str, factor: float = 1.0):
             ax.plot(t["iteration"], 100 * t[col], ls=ls, marker=".", color=COLOURS[m],
                     label=f"{_label(m)}, {col}")
     ax.set_xlabel("distillation iteration")
-    ax.set_ylabel(f"coverage (%) at {factor:g} x r")
+    ax.set_ylabel(f"coverage (%) at radius r({q:g})")
     ax.set_title(f"coverage during distillation, subset ratio {ratio:.0%}", fontsize=9)
     ax.legend(fontsize=6.5, ncol=2, loc="best")
     _footer(fig, shown, ours)
@@ -86,14 +86,15 @@ def fig1c(acc_table, shown: str, ours: str):
 
 
 def radius_sensitivity(tables: dict, shown: str, ours: str):
-    """The easy-minus-hard coverage gap against the ratio at each radius ({factor: table})."""
+    """The easy-minus-hard coverage gap against the ratio at each radius ({q: table} for the
+    radii r(q), at which the whole universe covers a fraction q of the test set)."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(tables), figsize=(MAX_WIDTH, 3.1), sharey=True,
                              constrained_layout=True, squeeze=False)
-    for ax, (factor, t) in zip(axes[0], tables.items()):
+    for ax, (q, t) in zip(axes[0], tables.items()):
         _lines(ax, t, "gap")
         ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_title(f"radius {factor:g} x r", fontsize=9)
+        ax.set_title(f"radius r({q:g}): the universe covers {q:.0%}", fontsize=9)
         ax.set_xlabel("subset ratio (%)")
     axes[0, 0].set_ylabel("coverage gap, easy − hard (points)")
     axes[0, 0].legend(fontsize=6)

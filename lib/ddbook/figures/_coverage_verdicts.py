@@ -28,8 +28,8 @@ ONE_SET = ("one set per method and ratio: the distillation's own randomness is n
            "interval")
 
 
-def covered(loaded, factor: float = 1.0) -> dict:
-    """{(method, ratio): (N,) float}: per test example, covered (1) or not (0) at ``factor`` x r;
+def covered(loaded, q: float = 0.5) -> dict:
+    """{(method, ratio): (N,) float}: per test example, covered (1) or not (0) at the radius r(q);
     random subsets: the fraction of the runs' subsets that cover it."""
     from ..evaluate import unpack_correct
     acc: dict = {}
@@ -37,7 +37,7 @@ def covered(loaded, factor: float = 1.0) -> dict:
         d = r.data
         if "coverage" not in d or "iterations" in d:
             continue
-        row = [float(f) for f in d["factors"]].index(float(factor))   # the bits' row order
+        row = [float(x) for x in d["quantiles"]].index(float(q))   # the bits' row order
         bits = unpack_correct(r.arrays["covered_bits"], int(r.arrays["n_test"]))[row]
         acc.setdefault((d["method"], d["ratio"]), []).append(bits.astype(float))
     return {key: np.mean(v, axis=0) for key, v in acc.items()}
@@ -214,10 +214,10 @@ def _radius_verdicts(loaded, grp, ratios, cfg) -> list:
     """The two headline coverage claims again at the other radii (is it the radius speaking?)."""
     from dataclasses import replace
     out = []
-    for factor in cfg.radius_factors:
-        if math.isclose(factor, 1.0):
+    for q in cfg.radius_quantiles:
+        if math.isclose(q, 0.5):
             continue
-        for v in _coverage_verdicts(covered(loaded, factor), grp, ratios, cfg):
+        for v in _coverage_verdicts(covered(loaded, q), grp, ratios, cfg):
             if v.claim.startswith(("MTT's coverage gap", "SelMatch's easy-hard")):
-                out.append(replace(v, claim=f"{v.claim} — at radius {factor:g} x r"))
+                out.append(replace(v, claim=f"{v.claim} — at radius r({q:g})"))
     return out

@@ -6,9 +6,13 @@ and measures, in the feature space of :mod:`ddbook.feature_net` (our choice: a C
 on the **full CIFAR-10 training set**, not on the universe):
 
 - Fig. 1(a): coverage of the test set (overall, easy half, hard half; :mod:`ddbook.coverage`, our
-  operationalisation) against the subset ratio, at 0.5x, 1x and 2x the radius r (r: the median
-  distance from a test image to its nearest same-class universe image, so the whole universe
-  covers exactly half the test set at 1x);
+  operationalisation) against the subset ratio, at three radii r(q), q = 0.25, 0.5, 0.75: r(q) is
+  the q-quantile of the distance from a test image to its nearest same-class universe image, so
+  the whole universe covers exactly a fraction q of the test set at r(q) and r = r(0.5) is the
+  median radius. (Radii as multiples of r, 0.5x and 2x, were tried first and are degenerate in
+  this feature space: every set covered 0.0-0.1 % of the test set at 0.5x and 100 % at 2x, since
+  nearest-neighbour distances concentrate around r. The quantile radii stay inside the steep
+  part of coverage against radius by construction.);
 - Fig. 1(b): coverage against distillation iteration at one ratio, MTT vs SelMatch (the sets the
   distillations keep every k iterations, ``selmatch_scale.SNAPSHOTS``);
 - Fig. 1(c): test accuracy on the easy and the hard half, from the per-test-example correctness
@@ -19,24 +23,22 @@ on the **full CIFAR-10 training set**, not on the universe):
   feature network's margin of each part.
 
 Pieces (one results file each, ``results/<profile>/selmatch_coverage/<name>.json``): ``features``
-(the radius and the test margins that define easy and hard), ``r<ratio>_<method>`` per set,
+(the radii and the test margins that define easy and hard), ``r<ratio>_<method>`` per set (with
+each test image's distance to the set, so that any other radius is computed without the set),
 ``r<ratio>_<method>_iterations`` (Fig. 1b), ``r<ratio>_tsne`` (5a), ``r<ratio>_gradnorm`` (5b).
 ``run`` first runs any missing source set of the α page or Table 1 (their own results files),
 then the pieces; a source set missing from the cache is remade there (``ensure_set``).
 
-Cost at ``quick`` beyond the reused sets (:data:`PLANNED`; not run yet: extrapolated from CPU
-times measured on this machine — a ConvNet-BN w32 SGD step of 128 images 0.116 CPU s, a
-per-example gradient norm 2.1 ms, an embedding 0.3 ms per image — and from the ci pieces, which
-take 0.02–1.1 s each): the feature network, 12 epochs on 50,000 images, about 9 min; the
-gradient-norm pieces, 3 networks of 2,000 steps with about 41 norm recordings each, about 13 /
-14 / 16 min at 5 / 10 / 20 %; coverage of 21 sets, 2 trajectories and the t-SNE map about 2 min:
-about 0.9 process-hours, inside the issue's 2. If the α page's and Table 1's quick sets were
-made before this module existed, the two sets with snapshots (``r0.10_mtt``, ``r0.10_a0.2``) are
-distilled again by ``ensure_set`` (their distillation cost once more). The ``gpu`` plan (one
-command, ≤ 9 min, **not measured**: no GPU run yet) is the same pieces on the gpu scale model's
-sets (width 128, which the α and Table 1 gpu commands make), the feature network a width-128
-ConvNet of 30 epochs: estimated 4 min (feature network ~1.5, the nine gradient-norm networks
-~2, the rest < 1).
+Cost at ``quick`` beyond the reused sets, **measured** (session 18, 2-core CPU, both cores busy):
+28 pieces in 1.25 process-hours, of which the feature network 34 min (12 epochs on 50,000
+images), the gradient-norm pieces 16 / 12 / 12 min at 5 / 10 / 20 %, every coverage piece under
+a minute once its set is in the cache. The sets live in the cache, not in git: when the cache is
+lost, ``ensure_set`` distils them again from their seeds (their distillation cost once more,
+about 3 process-hours for the twelve), one process at a time per set (a file lock). The
+``gpu`` plan (one command, ≤ 9 min, **not measured**: no GPU run yet) is the same pieces on the
+gpu scale model's sets (width 128, which the α and Table 1 gpu commands make), the feature
+network a width-128 ConvNet of 30 epochs: estimated 4 min (feature network ~1.5, the nine
+gradient-norm networks ~2, the rest < 1).
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ import numpy as np
 import torch
 
 from .. import selmatch_scale as sc
-from ..coverage import coverage, coverage_radius, difficulty_groups, group_accuracy, margin
+from ..coverage import (coverage_from_distances, coverage_radius, difficulty_groups,
+                        group_accuracy, margin, nearest_same_class)
 from ..feature_net import feature_net_config
 from ..profiles import Profile
 from ..results import StaleResultError, load_result, save_result
@@ -58,7 +61,7 @@ SOURCES = ("selmatch-alpha", "selmatch-table1")   # it reads their sets and eval
 NOTEBOOK = "selmatch_fig1_fig5_coverage"
 TITLE = "SelMatch Fig. 1 and Fig. 5: the coverage gap and what partial update keeps"
 PAGE = "selmatch_coverage"
-VERSION = 1      # bump when the computation of a piece changes (older results read as stale)
+VERSION = 2      # bump when the computation of a piece changes (older results read as stale)
 SET_METHODS = ("mtt", "datm", "selmatch", "window", "random")
 LABELS = {"mtt": "MTT", "datm": "DATM", "selmatch": "SelMatch (paper α, β)",
           "window": "window alone (α = 0)", "random": "random subset"}
@@ -72,7 +75,8 @@ __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "Cove
 @dataclass(frozen=True)
 class CoverageConfig:
     """What the page measures at one profile (every piece's config holds it)."""
-    radius_factors: tuple = (0.5, 1.0, 2.0)   # radii, as multiples of the median radius r
+    radius_quantiles: tuple = (0.25, 0.5, 0.75)  # radii r(q): at r(q) the universe covers a
+    #   fraction q of the test set; 0.5 (the median, r) is the page's radius
     grouping: str = "halves"        # easy / hard: halves of the test set by the feature margin
     tsne_classes: tuple = (0, 1, 2)  # Fig. 5(a): the first three classes (the paper's choice)
     tsne_test_per_class: int = 200  # test images per class drawn into the map
@@ -94,7 +98,7 @@ PLANNED = {"quick": {"feature network (12 epochs on the full training set)": 9.0
                      "coverage of 21 sets and 2 trajectories, t-SNE": 2.0,
                      "gradient norms at 5 %, 3 networks": 13.0,
                      "gradient norms at 10 %, 3 networks": 14.0,
-                     "gradient norms at 20 %, 3 networks": 16.0},
+                     "gradient norms at 20 %, 3 networks": 16.0},   # measured: 34, <5, 16, 12, 12
            "gpu": {"everything, one command (an estimate, NOT measured: no GPU run yet)": 4.0}}
 
 
@@ -108,7 +112,7 @@ def feature_label(profile: Profile) -> str:
     data = "full CIFAR-10 train set" if f.train_per_class is None else \
         f"{f.train_per_class}/class of CIFAR-10 train"
     return (f"ours: features of a {f.network} w{f.width} trained on the {data}; "
-            f"radius = median test-to-universe distance; "
+            f"radius r = median test-to-universe distance; "
             f"easy/hard = margin {coverage_config(profile).grouping}")
 
 
@@ -182,10 +186,20 @@ def _sources(profile: Profile, piece: CovPiece) -> list:
     return []
 
 
+# the CoverageConfig fields each kind of piece depends on (its config holds only these, so that a
+# change to the radii does not call the t-SNE map or the gradient norms stale)
+_FIELDS = {"features": ("radius_quantiles", "grouping"),
+           "set": ("radius_quantiles", "grouping"),
+           "iterations": ("radius_quantiles", "grouping"),
+           "tsne": ("tsne_classes", "tsne_test_per_class", "seed"),
+           "gradnorm": ("grad_points", "seed")}
+
+
 def piece_config(profile: Profile, piece: CovPiece) -> dict:
     scale = sc.scale_config(profile)
+    cfg = asdict(coverage_config(profile))
     config = {"version": VERSION, "piece": asdict(piece),
-              "coverage": asdict(coverage_config(profile)),
+              "coverage": {k: cfg[k] for k in _FIELDS[piece.kind]},
               "feature_net": asdict(feature_net_config(profile.name)),
               "universe_per_class": scale.universe_per_class,
               "test_per_class": scale.test_per_class,
@@ -245,12 +259,17 @@ class _Context:
         self.test_f, self.test_y = self.embed(xt), yt.cpu()
         self.margins = margin(predict(self.model, xt.to(self.device)).cpu(), self.test_y)
         self.groups = difficulty_groups(self.margins, self.cfg.grouping)
-        self.radius = coverage_radius(self.test_f, self.test_y, self.embed(x), y.cpu())
+        universe_f = self.embed(x)
+        self.radii = {q: coverage_radius(self.test_f, self.test_y, universe_f, y.cpu(), q)
+                      for q in sorted({0.5, *self.cfg.radius_quantiles})}
+        self.radius = self.radii[0.5]
         self._buffer = None
         feat = CovPiece("features", "features")
         if _state(profile, feat)[0] is None:
             _save(self, feat, {"feature_test_accuracy": self.feature_accuracy,
-                               "radius": self.radius, "n_test": len(self.test_y),
+                               "radius": self.radius,
+                               "radii": {f"{q:g}": r for q, r in self.radii.items()},
+                               "n_test": len(self.test_y),
                                "n_easy": int(self.groups["easy"].sum()),
                                "n_hard": int(self.groups["hard"].sum()),
                                "median_margin": float(self.margins.median()),
@@ -271,14 +290,16 @@ class _Context:
         return sc.ensure_set(self.profile, src, self.data,
                              self.buffer() if src.needs_experts else None, self.device)
 
-    def cover(self, images: torch.Tensor, classes: torch.Tensor) -> tuple[dict, np.ndarray]:
-        """({factor: {overall, easy, hard}}, covered bits (factors, ceil(N/8)))."""
-        f, out, bits = self.embed(images), {}, []
-        for k in self.cfg.radius_factors:
-            c = coverage(self.test_f, self.test_y, f, classes.cpu(), k * self.radius, self.groups)
-            out[f"{k:g}"] = {"overall": c.overall, **c.groups}
+    def cover(self, images: torch.Tensor, classes: torch.Tensor):
+        """({q: {overall, easy, hard}}, covered bits (quantiles, ceil(N/8)), each test image's
+        distance to its nearest same-class image of the set (N,) float32)."""
+        d = nearest_same_class(self.test_f, self.test_y, self.embed(images), classes.cpu())
+        out, bits = {}, []
+        for q in self.cfg.radius_quantiles:
+            c = coverage_from_distances(d, self.radii[q], self.groups)
+            out[f"{q:g}"] = {"overall": c.overall, **c.groups}
             bits.append(np.packbits(c.covered.numpy()))
-        return out, np.stack(bits)
+        return out, np.stack(bits), d.float().numpy()
 
 
 def _save(ctx: _Context, piece: CovPiece, data: dict, arrays: dict | None = None, wall=0.0):
@@ -300,12 +321,14 @@ def _run_set(ctx: _Context, piece: CovPiece):
         else:
             s = ctx.set_of(piece)
             images, classes, n_sel = s.images, s.classes, s.num_selected
-        cov, bits = ctx.cover(images, classes)
+        cov, bits, nearest = ctx.cover(images, classes)
+    q = ctx.cfg.radius_quantiles
     return _save(ctx, piece, {"method": piece.method, "ratio": piece.ratio,
                               "run": piece.run_index, "n_images": len(images),
                               "n_selected": n_sel, "radius": ctx.radius, "coverage": cov,
-                              "factors": list(ctx.cfg.radius_factors)},
-                 {"covered_bits": bits, "n_test": np.int64(len(ctx.test_y))}, t.seconds)
+                              "quantiles": list(q), "radii": [ctx.radii[x] for x in q]},
+                 {"covered_bits": bits, "n_test": np.int64(len(ctx.test_y)),
+                  "nearest": nearest}, t.seconds)
 
 
 def _run_iterations(ctx: _Context, piece: CovPiece):
@@ -403,28 +426,28 @@ def groups(profile: Profile) -> dict | None:
     return {k: v.numpy() for k, v in g.items()}
 
 
-def coverage_table(loaded, factor: float = 1.0):
+def coverage_table(loaded, q: float = 0.5):
     """One row per set piece found: ratio, method, run, overall / easy / hard coverage (fractions)
-    at ``factor`` x r, and gap = easy - hard."""
+    at the radius r(q), and gap = easy - hard."""
     import pandas as pd
     rows = []
     for r in loaded.found.values():
         if "coverage" not in r.data or "iterations" in r.data:
             continue
-        c = r.data["coverage"][f"{factor:g}"]
+        c = r.data["coverage"][f"{q:g}"]
         rows.append({"ratio": r.data["ratio"], "method": r.data["method"], "run": r.data["run"],
                      **c, "gap": c["easy"] - c["hard"]})
     return pd.DataFrame(rows, columns=["ratio", "method", "run", "overall", "easy", "hard", "gap"])
 
 
-def trajectory_table(loaded, factor: float = 1.0):
+def trajectory_table(loaded, q: float = 0.5):
     """One row per (method, iteration) of the Fig. 1(b) pieces found."""
     import pandas as pd
     rows = []
     for r in loaded.found.values():
         if "iterations" not in r.data:
             continue
-        c = r.data["coverage"][f"{factor:g}"]
+        c = r.data["coverage"][f"{q:g}"]
         rows += [{"method": r.data["method"], "iteration": it, "overall": c["overall"][i],
                   "easy": c["easy"][i], "hard": c["hard"][i]}
                  for i, it in enumerate(r.data["iterations"])]
