@@ -63,6 +63,19 @@ def test_feature_network_is_cached_and_resumes(cifar10, tmp_path, monkeypatch):
     assert acc2 == acc and all(torch.equal(a, b) for a, b in
                                zip(model.state_dict().values(), again.state_dict().values())), \
         "the second call loads the cached network"
+    # while another process holds the network's lock (training it), a caller waits for it
+    import threading
+    from ddbook import paths
+    lock, = tmp_path.glob("feature-net-*.lock")
+    got = []
+    with paths.FileLock(lock, wait=True):
+        t = threading.Thread(target=lambda: got.append(feature_net.feature_network(
+            cifar10, cfg, device="cpu")))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not got, "it waits for the lock"
+    t.join(60)
+    assert got and got[0][1] == acc
     # interrupted after epoch 1: the checkpoint is kept; the rerun resumes and ends identical
     cfg3 = feature_net.FeatureNetConfig(width=8, train_per_class=10, epochs=3, seed=5)
     real_train, calls = feature_net.train_epoch, []

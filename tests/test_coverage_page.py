@@ -291,6 +291,18 @@ def test_kept_sets_are_the_evaluated_sets(tiny, cifar10):
     assert snapshot_iterations(folder) == [0, 1, 2]
     assert (folder / "snapshots" / "synset_000000.pt").stat().st_mtime_ns == first, "resumed"
     assert torch.equal(again.images, kept.images)
+    # another process remaking the set (holding its lock): ensure_set waits, then reads it
+    import threading
+    from ddbook import paths
+    got = []
+    with paths.FileLock(folder / ".ensure_set.lock", wait=True):
+        t = threading.Thread(target=lambda: got.append(sc.ensure_set(CI, mtt, data, buffer,
+                                                                      device=CPU)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not got, "it waits for the lock"
+    t.join(60)
+    assert got and torch.equal(got[0].images, kept.images)
 
 
 def test_page_end_to_end(tiny, cifar10, monkeypatch):

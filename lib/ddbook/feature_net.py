@@ -57,6 +57,12 @@ def feature_network(dataset: Dataset, config: FeatureNetConfig, device=None):
                         device=device)
     x_test = normalize(dataset.test.images, dataset.mean, dataset.std).to(device)
     y_test = dataset.test.labels.to(device)
+    # one process trains it; another that needs it meanwhile waits, then loads it
+    with paths.FileLock(file.with_suffix(".lock"), wait=True):
+        return _trained(model, dataset, config, file, x_test, y_test, device)
+
+
+def _trained(model, dataset, config, file, x_test, y_test, device):
     if file.exists():
         blob = torch.load(file, weights_only=True, map_location=device)
         model.load_state_dict(blob["state"])
