@@ -105,6 +105,29 @@ pd.DataFrame({m: {ipc: f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" for ip
               for m, t in tab.items()}).rename_axis("IPC") if tab else "no pieces to show"
 
 # %% [markdown]
+# ## Easy and hard test examples
+#
+# Accuracy on the easy and on the hard half of the test set, from each evaluation network's
+# per-test-example correctness. The halves are the coverage page's (ours: by the margin of a
+# feature network trained on the full training set, {doc}`selmatch_fig1_fig5_coverage`). The
+# sequential variant matches its later segment against the real images a network still finds
+# hard: does that show on the hard half? (Descriptive: mean over the networks of each point.)
+
+# %%
+from ddbook.figures import selmatch_fig1_fig5_coverage as coverage_page
+
+halves = coverage_page.groups(shown.profile()) if shown.found else None
+if halves is None:
+    print("the coverage page's easy / hard halves are not committed at this profile (its "
+          "`features` piece): python -m ddbook reproduce selmatch-coverage --only features")
+else:
+    by_group = page.group_accuracies(shown, halves)
+    display(pd.DataFrame({(m, g): {ipc: round(100 * float(np.mean(acc[g])), 1)
+                                   for ipc, acc in rows.items()}
+                          for m, rows in by_group.items() for g in ("easy", "hard")}
+                         ).rename_axis("IPC"))
+
+# %% [markdown]
 # ## Does the scale exercise the method?
 #
 # Three checks before any claim: how many updates each stored image received (gradient matching
