@@ -232,6 +232,11 @@ V.render(verdict_list)
 #   the paper's CIFAR-100 for Fig. 5; one distilled set per method and ratio;
 # - the random baseline's sets are the Fig. 3 sweep's subsets (hard labels, DSA), whose networks
 #   also give its easy / hard accuracy;
+# - at 20 % the sets are distilled at the paper's image learning rate for that ratio (10,000),
+#   which at this scale carries MTT's and DATM's images far from real pixel values (the pixel
+#   spreads printed at the top): their coverage there measures those drifted images, and Table 1
+#   shows the same MTT set at lr_img 1,000 as the check on how much of its accuracy the rate
+#   costs; no lower-rate set is measured here;
 # - Fig. 5(b) records the norms at about 40 log-spaced epochs, not every epoch (every epoch would
 #   cost about 1.4 process-hours more at `quick`: `CoverageConfig(grad_points=None)`), in eval mode
 #   and without augmentation, on the evaluation protocol's networks.
