@@ -352,3 +352,19 @@ def test_page_end_to_end(tiny, cifar10, monkeypatch):
     # the radii are not in the t-SNE map's or the gradient norms' configs: still current
     kept = {n for n in loaded.found if n.endswith(("_tsne", "_gradnorm"))}
     assert kept and set(after.found) == kept
+
+
+def test_the_feature_network_is_made_on_first_use(tiny, cifar10, monkeypatch):
+    """A process remaking a set does not first wait for (or train) the feature network."""
+    from ddbook import feature_net
+
+    def not_yet(*a, **k):
+        raise RuntimeError("feature network asked for")
+
+    monkeypatch.setattr(feature_net, "feature_network", not_yet)
+    ctx = cov._Context(CI, CPU)
+    assert ctx.data is not None
+    with pytest.raises(RuntimeError, match="asked for"):
+        ctx.radius
+    with pytest.raises(AttributeError):
+        ctx.no_such_attribute

@@ -242,20 +242,35 @@ def load(profile: Profile) -> Loaded:
 
 class _Context:
     """What the pieces of one run share: the universe, the feature network and the test set's
-    embedding, radius and groups (the ``features`` piece is written the first time)."""
+    embedding, radii and groups (the ``features`` piece is written the first time). The feature
+    network and what is computed from it are made on first use, so that a process remaking a
+    missing set distils it while another one trains the feature network, instead of waiting."""
+
+    _FEATURE_STATE = ("model", "feature_accuracy", "test_f", "test_y", "margins", "groups",
+                      "radii", "radius")
 
     def __init__(self, profile: Profile, device=None):
-        from ..feature_net import feature_network
-        from ..train import default_device, predict
-        import time
-        t0 = time.perf_counter()
+        from ..train import default_device
         self.profile, self.cfg = profile, coverage_config(profile)
         self.device = torch.device(device) if device is not None else default_device()
         self.scale = sc.scale_config(profile)
         self.data = sc.universe(self.scale)
+        self._buffer = None
+
+    def __getattr__(self, name):          # only reached while the attribute is not set yet
+        if name in _Context._FEATURE_STATE:
+            self._make_features()
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    def _make_features(self):
+        from ..feature_net import feature_network
+        from ..train import predict
+        import time
+        t0 = time.perf_counter()
         ds, _, _, x, y, xt, yt = self.data
         self.model, self.feature_accuracy = feature_network(
-            ds, feature_net_config(profile.name), self.device)
+            ds, feature_net_config(self.profile.name), self.device)
         self.test_f, self.test_y = self.embed(xt), yt.cpu()
         self.margins = margin(predict(self.model, xt.to(self.device)).cpu(), self.test_y)
         self.groups = difficulty_groups(self.margins, self.cfg.grouping)
@@ -263,9 +278,8 @@ class _Context:
         self.radii = {q: coverage_radius(self.test_f, self.test_y, universe_f, y.cpu(), q)
                       for q in sorted({0.5, *self.cfg.radius_quantiles})}
         self.radius = self.radii[0.5]
-        self._buffer = None
         feat = CovPiece("features", "features")
-        if _state(profile, feat)[0] is None:
+        if _state(self.profile, feat)[0] is None:
             _save(self, feat, {"feature_test_accuracy": self.feature_accuracy,
                                "radius": self.radius,
                                "radii": {f"{q:g}": r for q, r in self.radii.items()},
@@ -273,7 +287,7 @@ class _Context:
                                "n_easy": int(self.groups["easy"].sum()),
                                "n_hard": int(self.groups["hard"].sum()),
                                "median_margin": float(self.margins.median()),
-                               "label": feature_label(profile)},
+                               "label": feature_label(self.profile)},
                   {"margins": self.margins.float().numpy()}, time.perf_counter() - t0)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -309,7 +323,8 @@ def _save(ctx: _Context, piece: CovPiece, data: dict, arrays: dict | None = None
 
 
 def _run_features(ctx: _Context, piece: CovPiece):
-    return load_result(f"{PAGE}/features", ctx.profile.name).path   # written by _Context
+    _ = ctx.radius                    # the feature state, made (and its piece written) once
+    return load_result(f"{PAGE}/features", ctx.profile.name).path
 
 
 def _run_set(ctx: _Context, piece: CovPiece):
