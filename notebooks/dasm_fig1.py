@@ -147,6 +147,13 @@ pd.DataFrame(page.proofs(shown)).T if shown.found else "no pieces to show"
 # distillation per point, so its own noise is not in the intervals). "Lessens the plateau" is read
 # as: the sequential variant's gain over gradient matching grows with IPC (the slope of the per-run
 # differences). With 3 networks per point any claim may be inconclusive at this scale.
+#
+# How to read them together: when the control is inconclusive at an IPC, matching has not moved
+# gradient matching's set measurably away from its initial real mosaics at this budget, so the
+# difference between the sequential variant and gradient matching there is mostly a difference
+# in **which real images the mosaics are built from** (the later segment's from the hardest half
+# of each class, as a scoring network ranks them, against mosaics of the whole class): a test of
+# the selection, not of matching against hard examples.
 
 # %%
 verdict_list = page.verdicts(shown)
