@@ -118,6 +118,16 @@ for m in ("mtt", "datm", "selmatch"):
             lr = sc.match_config(sc.scale_config(SP), src).lr_img
             print(f"{cov.LABELS[m]:>22} {r:4.0%}: distilled pixels std {px['std']:.2f}, "
                   f"max |x| {px['absmax']:.1f} (lr_img {lr:g})")
+ident = cov.set_identity_table(shown, SP)
+if len(ident):
+    remade = ident[ident["evaluated on"] != ident["measured on"]]
+    print(f"\n{len(remade)} of {len(ident)} distilled sets were measured on another kind of "
+          f"machine than the one their page evaluated them on (remade from their seeds after "
+          f"the cache was lost: the same computation, not bit-identical); largest relative "
+          f"difference of the distilled pixels' std "
+          f"{ident['relative difference'].max():.2%}" if len(remade) else
+          f"\nall {len(ident)} distilled sets were measured on the machine type that evaluated "
+          f"them")
 walls = {n: r.provenance["wall_time_s"] for n, r in shown.found.items()}
 if walls:
     print(f"\nthis page's pieces at {SP.name}: {len(walls)} files, measured wall time "

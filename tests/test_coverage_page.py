@@ -320,6 +320,12 @@ def test_page_end_to_end(tiny, cifar10, monkeypatch):
     # a larger radius covers at least as much
     assert (cov.coverage_table(loaded, 0.75)["overall"].values >=
             cov.coverage_table(loaded, 0.25)["overall"].values).all()
+    ident = cov.set_identity_table(loaded, CI)
+    assert len(ident) == 2 * 4, "mtt, datm, selmatch and the window at both ratios"
+    assert (ident["evaluated on"] == ident["measured on"]).all()
+    distilled = ident.dropna(subset=["pixel std, evaluated set"])
+    assert len(distilled) and (distilled["relative difference"] == 0).all(), \
+        "measured here: the very sets their pages evaluated"
     traj = cov.trajectory_table(loaded)
     assert sorted(traj["iteration"].unique()) == [0, 1, 2]
     grad = next(r for n, r in loaded.found.items() if n.endswith("_gradnorm"))

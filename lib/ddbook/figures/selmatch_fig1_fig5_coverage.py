@@ -69,6 +69,7 @@ LABELS = {"mtt": "MTT", "datm": "DATM", "selmatch": "SelMatch (paper α, β)",
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "CoverageConfig",
            "COVERAGE", "coverage_config", "CovPiece", "source_piece", "groups", "feature_label",
            "coverage_table", "trajectory_table", "group_accuracy_table", "gradnorm_table",
+           "set_identity_table",
            "PLANNED", "LABELS"]
 
 
@@ -333,14 +334,20 @@ def _run_set(ctx: _Context, piece: CovPiece):
         if piece.method == "random":
             idx = sc.fig3_random_subset(ctx.profile, piece.ratio, piece.run_index, ctx.data)
             images, classes, n_sel = ctx.data[3][idx], ctx.data[4][idx], len(idx)
+            pixels = None
         else:
             s = ctx.set_of(piece)
             images, classes, n_sel = s.images, s.classes, s.num_selected
+            # a fingerprint of the set measured here, beside the one its source page recorded
+            # when it evaluated the set: a set remade on another kind of CPU is the same
+            # computation from the same seed, but not bit-identical (rounding differs)
+            pixels = sc.pixel_stats(s.images, s.is_selected)
         cov, bits, nearest = ctx.cover(images, classes)
     q = ctx.cfg.radius_quantiles
     return _save(ctx, piece, {"method": piece.method, "ratio": piece.ratio,
                               "run": piece.run_index, "n_images": len(images),
-                              "n_selected": n_sel, "radius": ctx.radius, "coverage": cov,
+                              "n_selected": n_sel, "pixels": pixels,
+                              "radius": ctx.radius, "coverage": cov,
                               "quantiles": list(q), "radii": [ctx.radii[x] for x in q]},
                  {"covered_bits": bits, "n_test": np.int64(len(ctx.test_y)),
                   "nearest": nearest}, t.seconds)
@@ -496,6 +503,31 @@ def _acc_rows(ratio, method, correct, grp) -> list[dict]:
     acc = group_accuracy(correct, {"overall": np.ones(len(grp["easy"]), bool), **grp})
     return [{"ratio": ratio, "method": method, "network": k,
              **{g: float(v[k]) for g, v in acc.items()}} for k in range(len(acc["easy"]))]
+
+
+def set_identity_table(loaded, profile: Profile):
+    """One row per distilled set piece found: the machine and the distilled pixels' std where its
+    source page evaluated the set, and where this page measured its coverage. The sets live in the
+    cache; when it is lost they are remade from their seeds, and on another kind of CPU the
+    remade set is the same computation but not bit-identical: this says how far apart they are."""
+    import pandas as pd
+    rows = []
+    for r in loaded.found.values():
+        d = r.data
+        if "coverage" not in d or "iterations" in d or d["method"] == "random":
+            continue
+        src = source_piece(profile, d["method"], d["ratio"])
+        res = sc.load_pieces(profile, [src]).found.get(src.name)
+        here = ((d.get("pixels") or {}).get("distilled") or {}).get("std")
+        there = None if res is None else \
+            ((res.data.get("pixels") or {}).get("distilled") or {}).get("std")
+        rows.append({"ratio": d["ratio"], "method": d["method"],
+                     "evaluated on": None if res is None else res.provenance["device"],
+                     "measured on": r.provenance["device"],
+                     "pixel std, evaluated set": there, "pixel std, measured set": here,
+                     "relative difference": None if None in (here, there) or not there
+                     else abs(here - there) / there})
+    return pd.DataFrame(rows).sort_values(["ratio", "method"]) if rows else pd.DataFrame()
 
 
 def gradnorm_table(loaded):
