@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["nearest_same_class", "coverage_radius", "coverage", "coverage_from_distances", "margin",
-           "difficulty_groups", "Coverage", "group_accuracy", "bootstrap_examples"]
+__all__ = ["nearest_same_class", "coverage_radius", "coverage_radii", "coverage",
+           "coverage_from_distances", "margin", "difficulty_groups", "Coverage", "group_accuracy",
+           "bootstrap_examples"]
 
 
 def nearest_same_class(query: torch.Tensor, query_labels: torch.Tensor, ref: torch.Tensor,
@@ -42,10 +43,17 @@ def coverage_radius(test_f, test_y, train_f, train_y, q: float = 0.5) -> float:
     """r(q) = the q-quantile, over test examples, of the distance to the nearest same-class
     training example (q = 0.5: the median, the default radius r); the training set itself covers
     a fraction q of the test set at r(q), whatever the feature space's scale."""
-    if not 0 < q < 1:
-        raise ValueError(f"the radius quantile q must lie in (0, 1), got {q}")
+    return coverage_radii(test_f, test_y, train_f, train_y, (q,))[q]
+
+
+def coverage_radii(test_f, test_y, train_f, train_y, qs) -> dict:
+    """{q: r(q)} for several quantiles from one distance computation (:func:`coverage_radius`)."""
+    for q in qs:
+        if not 0 < q < 1:
+            raise ValueError(f"the radius quantile q must lie in (0, 1), got {q}")
     d = nearest_same_class(test_f, test_y, train_f, train_y)
-    return float(torch.quantile(d, q))        # linear interpolation between order statistics
+    # linear interpolation between order statistics
+    return {q: float(torch.quantile(d, q)) for q in qs}
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .. import selmatch_scale as sc
-from ..coverage import (coverage_from_distances, coverage_radius, difficulty_groups,
+from ..coverage import (coverage_from_distances, coverage_radii, difficulty_groups,
                         group_accuracy, margin, nearest_same_class)
 from ..feature_net import feature_net_config
 from ..profiles import Profile
@@ -276,8 +276,8 @@ class _Context:
         self.margins = margin(predict(self.model, xt.to(self.device)).cpu(), self.test_y)
         self.groups = difficulty_groups(self.margins, self.cfg.grouping)
         universe_f = self.embed(x)
-        self.radii = {q: coverage_radius(self.test_f, self.test_y, universe_f, y.cpu(), q)
-                      for q in sorted({0.5, *self.cfg.radius_quantiles})}
+        self.radii = coverage_radii(self.test_f, self.test_y, universe_f, y.cpu(),
+                                    sorted({0.5, *self.cfg.radius_quantiles}))
         self.radius = self.radii[0.5]
         feat = CovPiece("features", "features")
         if _state(self.profile, feat)[0] is None:
