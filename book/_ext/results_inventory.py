@@ -12,7 +12,8 @@ file's own provenance record. Usage, in MyST::
 
 The argument is a folder below the results root; ``:match:`` is a glob on the file name (without
 ``.json``; default ``*``); ``:summarise:`` folds many files (a sweep) into one row with their count,
-total wall time, date range and distinct commits. No matching file gives a sentence saying so, never an empty table.
+total wall time, date range and distinct commits. No matching file gives a sentence saying so, never an empty table;
+a folder that exists under no profile (a typo) stops the build, naming the folders that exist.
 A file that is not a result file (no provenance) stops the build with its path.
 """
 from __future__ import annotations
@@ -74,6 +75,25 @@ def _table(rows: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS,
     return table
 
 
+PROFILES = ("ci", "quick", "gpu", "paper")
+
+
+def check_folder(root: Path, argument: str) -> None:
+    """Stop the build on a folder argument that names no kind of result: ``<profile>/<folder>``
+    with a known profile and a folder that exists under *some* profile of ``root`` (a ``gpu``
+    folder may be empty in this build, but ``quick/dasm`` for ``quick/dasm_fig1`` is a typo that
+    would otherwise print "no result files" and hide every run)."""
+    profile, _, folder = argument.partition("/")
+    if profile not in PROFILES or not folder:
+        raise ExtensionError(f"results-inventory {argument!r}: write <profile>/<folder>, "
+                             f"the profile one of {', '.join(PROFILES)}")
+    if not any((root / p / folder).is_dir() for p in PROFILES):
+        known = sorted({d.name for p in PROFILES if (root / p).is_dir()
+                        for d in (root / p).iterdir() if d.is_dir()})
+        raise ExtensionError(f"results-inventory {argument!r}: no results folder {folder!r} under "
+                             f"any profile of {root}; the folders there: {', '.join(known)}")
+
+
 class ResultsInventory(SphinxDirective):
     required_arguments = 1
     option_spec = {"match": directives.unchanged, "summarise": directives.flag}
@@ -81,6 +101,7 @@ class ResultsInventory(SphinxDirective):
     def run(self):
         from ddbook.paths import results_root
 
+        check_folder(results_root(), self.arguments[0])
         folder = results_root() / self.arguments[0]
         pattern = self.options.get("match", "*")
         files = sorted(p for p in folder.glob("*.json") if fnmatch.fnmatch(p.stem, pattern))
