@@ -158,7 +158,12 @@ def test_verdicts_separated_supported_flat_inconclusive():
     assert all(v.outcome == V.INCONCLUSIVE for v in flat), [(v.claim, v.outcome) for v in flat]
     assert all(v.outcome == V.CONTRADICTED for v in ab.verdicts(_loaded(-0.1)))
     aug = [v for v in sep if "augmentation" in v.claim]
-    assert all("paired" in v.test and v.n.startswith("8 paired") for v in aug)
+    assert all("paired" in v.test and v.n == "8 paired networks at 10% and 30%" for v in aug)
+    # a mode run at one ratio so far names that ratio only, not every ratio of the table
+    part = _loaded(0.1)
+    del part.found["r0.30_aug-simple"]
+    simple = [v for v in ab.verdicts(part) if "crop + flip" in v.claim]
+    assert [v.n for v in simple] == ["4 paired networks at 10%"]
 
 
 def test_tplus_verdicts_wait_for_the_plans_grid():

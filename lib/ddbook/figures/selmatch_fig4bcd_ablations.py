@@ -463,15 +463,17 @@ def verdicts(loaded) -> list:
     out = []
     aug = aug_table(loaded)
     for mode in sorted(set(aug["mode"]) - {"combined"}):
-        diffs = []
+        diffs, ratios = [], []
         for ratio, g in aug.groupby("ratio"):
             c = g[g["mode"] == "combined"].set_index("network")["accuracy"]
             o = g[g["mode"] == mode].set_index("network")["accuracy"]
-            diffs += list((c - o).dropna())
+            d = list((c - o).dropna())
+            diffs += d
+            ratios += [f"{ratio:.0%}"] * bool(d)
         if diffs:
             v = V.one_sample(diffs, f"combined augmentation beats {MODES[mode]} at evaluation "
-                             f"(Fig. 4b)", runs=f"{len(diffs)} paired networks over "
-                             f"{aug['ratio'].nunique()} ratios")
+                             f"(Fig. 4b)", runs=f"{len(diffs)} paired networks at "
+                             f"{' and '.join(ratios)}")
             out.append(replace(v, test=f"paired by (ratio, network init seed); {v.test}"))
     nt = norm_table(loaded)
     for ratio, g in nt.groupby("ratio"):
