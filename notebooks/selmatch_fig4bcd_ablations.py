@@ -148,7 +148,11 @@ tp = ab.tplus_table(shown)
 #
 # **(b)** The three evaluations of one set share their networks' initial weights (run *k* starts
 # from the same seed in every mode), so each mode is compared with combined augmentation **paired
-# by (ratio, network)**: a one-sample t test on the differences, pooled over the ratios.
+# by (ratio, network)**: a one-sample t test on the differences, pooled over the ratios, and at
+# each ratio alone. The pooled test assumes one effect at every ratio, and nothing promises that:
+# DSA-everywhere changes how the *selected* images are augmented and crop + flip-everywhere how the
+# *distilled* ones are, and the split between them moves with α (60 % distilled at 5 %, 10 % at
+# 20 %), so the per-ratio lines say where an effect lives.
 # **(c)** The four cells are different sets or different networks, nothing to pair: Welch's t of
 # BN/BN against each other cell. **(d)** A trend tested as a trend: the OLS slope of accuracy on
 # the experts' training progress at T⁺ at the large ratio, and the difference of the two ratios'

@@ -153,17 +153,20 @@ def _loaded(gap: float, noise=(0.0, 0.01, -0.01, 0.005)):
 def test_verdicts_separated_supported_flat_inconclusive():
     sep = ab.verdicts(_loaded(0.1))
     flat = ab.verdicts(_loaded(0.0))
-    assert len(sep) == len(flat) == 2 + 3 + 2
+    assert len(sep) == len(flat) == 2 * (1 + 2) + 3 + 2   # (b) pooled and per ratio
     assert all(v.outcome == V.SUPPORTED for v in sep), [(v.claim, v.outcome) for v in sep]
     assert all(v.outcome == V.INCONCLUSIVE for v in flat), [(v.claim, v.outcome) for v in flat]
     assert all(v.outcome == V.CONTRADICTED for v in ab.verdicts(_loaded(-0.1)))
     aug = [v for v in sep if "augmentation" in v.claim]
-    assert all("paired" in v.test and v.n == "8 paired networks at 10% and 30%" for v in aug)
+    pooled = [v for v in aug if "one ratio" not in v.claim]
+    assert all("paired" in v.test and v.n == "8 paired networks at 10% and 30%" for v in pooled)
+    assert sorted(v.claim.split(",")[0] for v in aug if v not in pooled) == \
+        ["at 10%", "at 10%", "at 30%", "at 30%"]
     # a mode run at one ratio so far names that ratio only, not every ratio of the table
     part = _loaded(0.1)
     del part.found["r0.30_aug-simple"]
     simple = [v for v in ab.verdicts(part) if "crop + flip" in v.claim]
-    assert [v.n for v in simple] == ["4 paired networks at 10%"]
+    assert [v.n for v in simple] == ["4 paired networks at 10%"]   # and no per-ratio copy of it
 
 
 def test_tplus_verdicts_wait_for_the_plans_grid():
@@ -281,7 +284,7 @@ def test_page_end_to_end(tiny, cifar10):
     assert not _has(expert_network(ctx.buffer("in"), CPU), torch.nn.BatchNorm2d), \
         "the IN student is the IN experts' network"
     verdicts = ab.verdicts(loaded)
-    assert len(verdicts) == 2 + 3 + 2 and all(v.outcome in V.OUTCOMES for v in verdicts)
+    assert len(verdicts) == 2 * (1 + 2) + 3 + 2 and all(v.outcome in V.OUTCOMES for v in verdicts)
     assert ab.run(CI, device=CPU) == [], "current pieces are kept"
     import matplotlib.pyplot as plt
     plt.close(ab.figure(loaded, "ci"))
