@@ -274,6 +274,22 @@ def test_page_end_to_end(tiny, cifar10):
     # the IN set is distilled once and evaluated two ways; the BN re-evaluations read the source
     a, b = f["r0.10_distil-in_eval-bn"].data, f["r0.10_distil-in_eval-in"].data
     assert a["cache_folder"] == b["cache_folder"] and a["distill_loss_last"] == b["distill_loss_last"]
+    # a second process that needs the IN set while another distils it waits for it, then reads it
+    import threading
+    from ddbook import paths
+    from ddbook.synset import load_synset
+    piece = next(p for p in ab.plan(CI) if p.name == "r0.10_distil-in_eval-in")
+    folder = ab._folder(CI, a["cache_folder"])
+    got = []
+    with paths.FileLock(folder / ".distil.lock", wait=True):
+        t = threading.Thread(target=lambda: got.append(ab._distilled_set(
+            ab._Context(CI, CPU), piece, ab._source(CI, piece))))
+        t.start()
+        t.join(1.0)
+        assert t.is_alive() and not got, "it waits for the lock"
+    t.join(120)
+    assert got and torch.equal(got[0][0].images, load_synset(folder / "synset_final.pt").images)
+    assert got[0][1]["distill_loss_last"] == a["distill_loss_last"]
     src = f[f"selmatch_table1/{sc.paper_alpha_piece(CI, 0.1).name}"]
     dsa = f["r0.10_aug-dsa"].data
     assert dsa["n_images"] == src.data["n_images"] and dsa["source"].endswith(

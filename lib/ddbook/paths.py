@@ -137,7 +137,8 @@ class FileLock:
     free, ``wait=False`` leaves ``held`` False when another process (or another open of the file)
     holds it. The lock dies with its process, so a killed holder never blocks anyone. Used in:
     experts (one lock per expert), figures.reproduce_claimed (one lock per piece),
-    feature_net (the feature network), selmatch_scale.ensure_set (one lock per set)."""
+    feature_net (the feature network), selmatch_scale.ensure_set (one lock per set), the
+    ablations page's distillations (one lock per set)."""
 
     def __init__(self, path: Path, wait: bool):
         self.path, self.wait, self.held, self._file = Path(path), wait, False, None

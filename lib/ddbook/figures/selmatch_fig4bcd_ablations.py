@@ -295,8 +295,6 @@ def _distilled_set(ctx: _Context, piece: AblPiece, src) -> tuple:
     """(set, record): the source's window distilled again with this piece's experts / T+; the
     set is kept in the cache (two norm pieces share one distillation) and resumes from its
     checkpoint."""
-    from ..matching import distill
-    from ..synset import load_synset
     scale = _scale(ctx.profile, piece.distil_norm)
     record = {"distil_network": scale.network}
     buffer = ctx.buffer(piece.distil_norm)
@@ -311,6 +309,16 @@ def _distilled_set(ctx: _Context, piece: AblPiece, src) -> tuple:
            "loop": asdict(loop), "experts": asdict(sc.expert_config(scale))}
     folder = _folder(ctx.profile, f"{src.name}-{config_hash(key)}")
     record["cache_folder"] = folder.name
+    # two pieces share one distillation (the IN set, evaluated by BN and by IN networks): one
+    # process distils it, another that needs it waits and reads it (without the lock both
+    # distilled into one folder, the second resuming from the first's checkpoint)
+    with paths.FileLock(folder / ".distil.lock", wait=True):
+        return _distil_or_read(ctx, src, scale, buffer, match, loop, folder, record)
+
+
+def _distil_or_read(ctx: _Context, src, scale, buffer, match, loop, folder, record) -> tuple:
+    from ..matching import distill
+    from ..synset import load_synset
     if (folder / "synset_final.pt").exists() and (folder / "record.json").exists():
         return load_synset(folder / "synset_final.pt"), \
             json.loads((folder / "record.json").read_text())
