@@ -72,7 +72,7 @@ MODES = {"combined": "combined (crop+flip on selected, DSA on distilled)",
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "AblationConfig",
            "ABLATIONS", "ablation_config", "AblPiece", "tplus_epoch", "expert_curves",
-           "aug_table", "norm_table", "tplus_table", "proofs", "measure_units", "unit_costs",
+           "aug_table", "norm_table", "tplus_table", "references", "machine_table", "proofs", "measure_units", "unit_costs",
            "planned_cost", "source_cost", "figure", "MODES", "IN_NETWORK",
            "GPU_ESTIMATE_MIN"]
 
@@ -109,7 +109,9 @@ def ablation_config(profile: Profile) -> AblationConfig:
 
 @dataclass(frozen=True)
 class AblPiece:
-    """One results file: ``kind`` experts, aug, norm or tplus."""
+    """One results file: ``kind`` experts, aug, norm, tplus, or here (the source set evaluated
+    again by its own protocol, on the machine that runs this page: the reference every other
+    piece is paired with, see :func:`plan`)."""
     name: str
     kind: str
     ratio: float | None = None
@@ -149,7 +151,12 @@ def plan(profile: Profile) -> list[AblPiece]:
     for r in _on_scale(profile, cfg.tplus_ratios):
         out += [AblPiece(f"r{r:.2f}_tplus-p{p:.2f}", "tplus", r, progress=p)
                 for p in cfg.tplus_progress]
-    return out
+    # the reference of every panel is the source set under its own protocol (combined, BN/BN,
+    # the paper's T+). Its page evaluated it, maybe on another kind of CPU, where a set remade
+    # from its seeds is the same computation but not the same bits; so it is evaluated again
+    # here, with the same networks' seeds, and the panels pair with that run when it is present
+    ratios = sorted({p.ratio for p in out if p.ratio is not None})
+    return out + [AblPiece(f"r{r:.2f}_source-here", "here", r) for r in ratios]
 
 
 def _source(profile: Profile, piece: AblPiece):
@@ -374,16 +381,48 @@ def _sources_found(loaded) -> dict:
     return {r.data["ratio"]: r for n, r in loaded.found.items() if "/" in n}
 
 
+def references(loaded) -> dict:
+    """{ratio: (Result, where)}: each ratio's reference run (the source set under its own
+    protocol) -- this page's ``here`` piece when present ("rerun here"), else the source page's
+    own evaluation ("source page's run"). The page prints which one each ratio uses."""
+    out = {ratio: (r, "source page's run") for ratio, r in _sources_found(loaded).items()}
+    out.update({r.data["ratio"]: (r, "rerun here") for r in _mine(loaded, "here")})
+    return out
+
+
+def machine_table(loaded):
+    """Per ratio with both: the source page's evaluation of its set beside this page's rerun of
+    it (same protocol, same networks' seeds), each run's device, and the mean paired difference
+    (points): how far a rerun on this machine moves the reference."""
+    import pandas as pd
+    src = _sources_found(loaded)
+    rows = []
+    for r in _mine(loaded, "here"):
+        s = src.get(r.data["ratio"])
+        if s is None:
+            continue
+        a, b = np.asarray(s.data["accuracies"]), np.asarray(r.data["accuracies"])
+        rows.append({"ratio": r.data["ratio"],
+                     "source page's run (%)": 100 * a.mean(),
+                     "source device": s.provenance.get("device", "?"),
+                     "rerun here (%)": 100 * b.mean(),
+                     "rerun device": r.provenance.get("device", "?"),
+                     "paired difference (points)": 100 * float((b - a).mean())
+                     if len(a) == len(b) else math.nan})
+    return pd.DataFrame(rows).sort_values("ratio").reset_index(drop=True) if rows else \
+        pd.DataFrame(rows)
+
+
 def _mine(loaded, kind: str) -> list:
     return [r for n, r in loaded.found.items() if "/" not in n and r.data.get("kind") == kind]
 
 
 def aug_table(loaded):
     """One row per (ratio, augmentation mode, evaluation network): accuracy, training loss.
-    ``combined`` rows are the source pieces' own evaluations."""
+    ``combined`` rows are each ratio's reference (:func:`references`)."""
     import pandas as pd
     rows = []
-    src = _sources_found(loaded)
+    src = {k: v[0] for k, v in references(loaded).items()}
     aug = _mine(loaded, "aug")
     for ratio in sorted({r.data["ratio"] for r in aug}):
         entries = [("combined", src.get(ratio))] + [(r.data["mode"], r) for r in aug
@@ -398,10 +437,11 @@ def aug_table(loaded):
 
 
 def norm_table(loaded):
-    """One row per (ratio, distillation norm, evaluation norm, network); BN/BN is the source."""
+    """One row per (ratio, distillation norm, evaluation norm, network); BN/BN is the ratio's
+    reference (:func:`references`)."""
     import pandas as pd
     rows = []
-    src = _sources_found(loaded)
+    src = {k: v[0] for k, v in references(loaded).items()}
     norm = _mine(loaded, "norm")
     for ratio in sorted({r.data["ratio"] for r in norm}):
         cells = [("bn", "bn", src.get(ratio))] + [(r.data["distil_norm"], r.data["eval_norm"], r)
@@ -418,13 +458,14 @@ def norm_table(loaded):
 
 def tplus_table(loaded):
     """One row per (ratio, T+, network): T+ in epochs and as the experts' training progress; the
-    source piece (T+ = max_start_epoch) placed by the ``experts-bn`` curves."""
+    ratio's reference (the source set, T+ = max_start_epoch; :func:`references`) placed by the
+    ``experts-bn`` curves."""
     import pandas as pd
     cols = ["ratio", "t_plus", "progress", "network", "accuracy", "train_loss", "source"]
     rows = []
     tp = _mine(loaded, "tplus")
     curves = loaded.found.get("experts-bn")
-    src = _sources_found(loaded)
+    src = {k: v[0] for k, v in references(loaded).items()}
     for r in tp:
         rows += [{"ratio": r.data["ratio"], "t_plus": r.data["t_plus"],
                   "progress": r.data["progress_at_tplus"], "network": k, "accuracy": a,
@@ -435,7 +476,7 @@ def tplus_table(loaded):
             s = src.get(ratio)
             if s is None:
                 continue
-            t = sc.SCALE_MODELS[s.profile].max_start_epoch   # the source's T+
+            t = sc.SCALE_MODELS[s.profile].max_start_epoch   # the source's T+ (a rerun's too)
             rows += [{"ratio": ratio, "t_plus": t, "progress": curves.data["progress"][t],
                       "network": k, "accuracy": a, "train_loss": lo, "source": True}
                      for k, (a, lo) in enumerate(zip(s.data["accuracies"], s.data["train_loss"]))]
