@@ -304,6 +304,12 @@ def test_page_end_to_end(tiny, cifar10):
     assert _has(expert_network(ctx.buffer("bn"), CPU), torch.nn.BatchNorm2d)
     assert not _has(expert_network(ctx.buffer("in"), CPU), torch.nn.BatchNorm2d), \
         "the IN student is the IN experts' network"
+    # every panel pairs with the rerun of its source set here; on one machine the rerun is the
+    # source page's evaluation to the bit (same set, protocol and seeds)
+    refs = ab.references(loaded)
+    assert refs and all(where == "rerun here" for _, where in refs.values())
+    mt = ab.machine_table(loaded)
+    assert len(mt) == len(refs) and (mt["paired difference (points)"] == 0).all(), mt
     verdicts = ab.verdicts(loaded)
     assert len(verdicts) == 2 * (1 + 2) + 3 + 2 and all(v.outcome in V.OUTCOMES for v in verdicts)
     assert ab.run(CI, device=CPU) == [], "current pieces are kept"

@@ -1,8 +1,14 @@
 """SelMatch Fig. 4(b)–(d) at the scale model: augmentation, batch norm and the latest start epoch.
 
 Every panel starts from SelMatch's set at the paper's α and β for a ratio, as the α page or
-Table 1 made it (:func:`ddbook.selmatch_scale.paper_alpha_piece`; that piece's own evaluation is
-the reference cell of every panel and is **read, never redone**), and changes one thing:
+Table 1 made it (:func:`ddbook.selmatch_scale.paper_alpha_piece`; the set is read, never
+distilled again), and changes one thing. The reference cell of every panel is that set under its
+own protocol, **evaluated again on the machine that runs this page** (pieces
+``r<ratio>_source-here``: the same set, protocol and networks' seeds as its page's evaluation,
+which it equals to the bit on one kind of CPU; a set remade on another kind of CPU is the same
+computation but not the same bits), and the source page's own evaluation is shown beside it
+(:func:`machine_table`); without a rerun a panel falls back to the source page's run and the
+page says so (:func:`references`):
 
 - (b) **augmentation at evaluation**: the same set, the same evaluation networks (same init
   seeds), trained with DSA on every image (``dsa``) or crop + flip on every image (``simple``)
@@ -31,13 +37,14 @@ Cost. :func:`planned_cost` prices each piece from **unit costs measured on this 
 unit_costs.json``, CPU time on one thread of a shared 2-core machine: 0.0046 CPU s per
 image-step of a width-32 BN distillation unroll (IN 0.0034-0.0039), 0.10-0.11 CPU s per
 evaluation SGD step of 128 in every mode and norm, 0.00087 CPU s per expert image-epoch) and the
-quick plan's sizes. The **quick plan**: 13 pieces, about 4.2 process-hours: the 8 IN experts
+quick plan's sizes. The **quick plan**: 13 pieces, about 4.2 process-hours (3.56 as run), and
+the three reruns of the sources, 11 min each, added after them: the 8 IN experts
 23 min; (b) four re-evaluations of 3 networks, 10-11 min each (42 min); (c) the BN set under IN
 evaluation 11 min, the IN distillation at 10 % with its two evaluations 38 min; (d) at 5 % two
 distillations of 250 images with their evaluations, 20 min each, at 20 % two of 1,000 images,
 49 min each (139 min). If the α page / Table 1 have not yet run at quick, their three source
 sets (about 1.7 h, and the BN experts, 23 min) are made first, at their pages' cost. The
-**gpu plan** (17 pieces: (b) at 5 / 10 / 20 %, T+ at three progress points) is the same on the
+**gpu plan** (20 pieces: (b) at 5 / 10 / 20 %, T+ at three progress points, three reruns) is the same on the
 gpu scale model's sets (width 128, which the α page's and Table 1's gpu commands make): **not
 measured** (no GPU run yet), estimated at about :data:`GPU_ESTIMATE_MIN` minutes in one command
 (experts ~1 min, six distillations of 500 iterations ~20 s each, 45 evaluation networks of 2,000
