@@ -44,9 +44,10 @@ evaluation 11 min, the IN distillation at 10 % with its two evaluations 38 min; 
 distillations of 250 images with their evaluations, 20 min each, at 20 % two of 1,000 images,
 49 min each (139 min). If the α page / Table 1 have not yet run at quick, their three source
 sets (about 1.7 h, and the BN experts, 23 min) are made first, at their pages' cost. The
-**gpu plan** (20 pieces: (b) at 5 / 10 / 20 %, T+ at three progress points, three reruns) is the same on the
-gpu scale model's sets (width 128, which the α page's and Table 1's gpu commands make): **not
-measured** (no GPU run yet), estimated at about :data:`GPU_ESTIMATE_MIN` minutes in one command
+**gpu plan** (20 pieces: (b) at 5 / 10 / 20 %, T+ at three progress points, three reruns) is
+the same on the gpu scale model's sets (width 128, which the α page's and Table 1's gpu commands
+make): **not measured** (no GPU run yet), estimated at about :data:`GPU_ESTIMATE_MIN` minutes in
+one command
 (experts ~1 min, six distillations of 500 iterations ~20 s each, 45 evaluation networks of 2,000
 small steps ~5 s each, all latency-bound).
 """
@@ -79,7 +80,8 @@ MODES = {"combined": "combined (crop+flip on selected, DSA on distilled)",
 
 __all__ = ["NAME", "NOTEBOOK", "TITLE", "plan", "run", "load", "verdicts", "AblationConfig",
            "ABLATIONS", "ablation_config", "AblPiece", "tplus_epoch", "expert_curves",
-           "aug_table", "norm_table", "tplus_table", "references", "machine_table", "proofs", "measure_units", "unit_costs",
+           "aug_table", "norm_table", "tplus_table", "references", "machine_table", "proofs",
+           "measure_units", "unit_costs",
            "planned_cost", "source_cost", "figure", "MODES", "IN_NETWORK",
            "GPU_ESTIMATE_MIN"]
 
@@ -512,9 +514,10 @@ def proofs(loaded) -> dict:
 
 def verdicts(loaded) -> list:
     """(b) combined vs each other mode: paired by (ratio, evaluation network: same init seed),
-    one-sample t on the differences pooled over the ratios, and at each ratio alone; (c) BN/BN vs each other cell: Welch (different sets or
-    networks, nothing to pair); (d) accuracy rises with T+ (as training progress) at the large
-    ratio: OLS slope t; and it rises more there than at the small ratio: OLS interaction t."""
+    one-sample t on the differences pooled over the ratios, and at each ratio alone; (c) BN/BN vs
+    each other cell: Welch (different sets or networks, nothing to pair); (d) accuracy rises with
+    T+ (as training progress) at the large ratio: OLS slope t; and it rises more there than at the
+    small ratio: OLS interaction t."""
     from .. import verdicts as V
     out = []
     aug = aug_table(loaded)
