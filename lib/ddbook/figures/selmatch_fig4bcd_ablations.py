@@ -399,6 +399,11 @@ def references(loaded) -> dict:
     return out
 
 
+def _reference_results(loaded) -> dict:
+    """{ratio: Result} of :func:`references` (the panels' reference cells)."""
+    return {ratio: res for ratio, (res, _) in references(loaded).items()}
+
+
 def machine_table(loaded):
     """Per ratio with both: the source page's evaluation of its set beside this page's rerun of
     it (same protocol, same networks' seeds), each run's device, and the mean paired difference
@@ -418,8 +423,7 @@ def machine_table(loaded):
                      "rerun device": r.provenance.get("device", "?"),
                      "paired difference (points)": 100 * float((b - a).mean())
                      if len(a) == len(b) else math.nan})
-    return pd.DataFrame(rows).sort_values("ratio").reset_index(drop=True) if rows else \
-        pd.DataFrame(rows)
+    return pd.DataFrame(sorted(rows, key=lambda row: row["ratio"]))
 
 
 def _mine(loaded, kind: str) -> list:
@@ -431,7 +435,7 @@ def aug_table(loaded):
     ``combined`` rows are each ratio's reference (:func:`references`)."""
     import pandas as pd
     rows = []
-    src = {k: v[0] for k, v in references(loaded).items()}
+    src = _reference_results(loaded)
     aug = _mine(loaded, "aug")
     for ratio in sorted({r.data["ratio"] for r in aug}):
         entries = [("combined", src.get(ratio))] + [(r.data["mode"], r) for r in aug
@@ -450,7 +454,7 @@ def norm_table(loaded):
     reference (:func:`references`)."""
     import pandas as pd
     rows = []
-    src = {k: v[0] for k, v in references(loaded).items()}
+    src = _reference_results(loaded)
     norm = _mine(loaded, "norm")
     for ratio in sorted({r.data["ratio"] for r in norm}):
         cells = [("bn", "bn", src.get(ratio))] + [(r.data["distil_norm"], r.data["eval_norm"], r)
@@ -474,7 +478,7 @@ def tplus_table(loaded):
     rows = []
     tp = _mine(loaded, "tplus")
     curves = loaded.found.get("experts-bn")
-    src = {k: v[0] for k, v in references(loaded).items()}
+    src = _reference_results(loaded)
     for r in tp:
         rows += [{"ratio": r.data["ratio"], "t_plus": r.data["t_plus"],
                   "progress": r.data["progress_at_tplus"], "network": k, "accuracy": a,
