@@ -1,4 +1,9 @@
-"""K small ConvNets trained one after another (``train_epoch``) against stacked (``ddbook.batched``).
+"""K small ConvNets trained one after another (``train_epoch``) against stacked (``ddbook.batched``)
+and against one after another with the block tails in C (``ddbook.ckernels``).
+
+Implementations: ``one after another`` and ``stacked`` run the torch ops (``DDBOOK_KERNELS=torch``,
+the code as issue 15 found it, plus stacking); ``C loops`` is one after another with
+``DDBOOK_KERNELS=c`` (batch norm -> ReLU -> pool, or instance norm's, in two passes each way).
 
 Each (config, impl) runs in its own worker process (peak RSS is per process), workers in
 alternating order, round after round, so both implementations see the same machine load. A
@@ -27,7 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_training import flop_model, sgemm_peak  # noqa: E402
 
-IMPLS = ("one after another", "stacked")
+IMPLS = ("one after another", "stacked", "C loops")
 CONFIGS = ("BN w32 b128 K3 dsa", "BN w32 b128 K5 dsa", "IN w32 b100 K5 dsa", "BN w32 b32 K4 dsa",
            "IN w128 b100 K3 dsa")
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
@@ -90,7 +95,8 @@ def spawn(impl: str, config: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--configs", config,
            "--threads", str(args.threads), "--steps", str(args.steps), "--epochs",
            str(args.epochs), "--clock", args.clock]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1",
+           "DDBOOK_KERNELS": "c" if impl == "C loops" else "torch"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     line = [ln for ln in res.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[7:])
@@ -105,6 +111,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="timed epochs per worker")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--clock", choices=list(CLOCKS), default="cpu")
+    p.add_argument("--impls", default=",".join(IMPLS), help="comma-separated, of: "
+                   + ", ".join(IMPLS) + " (the first is the baseline)")
     p.add_argument("--json")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
@@ -113,56 +121,60 @@ def main() -> None:
         args.config = args.configs
         return worker(args)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
+    if not impls or set(impls) - set(IMPLS):
+        p.error(f"--impls must name some of {IMPLS}, got {args.impls!r}")
     load = [os.getloadavg()]
     peak = sgemm_peak(args.threads, 5, CLOCKS[args.clock])
-    results = {(c, i): [] for c in configs for i in IMPLS}
+    results = {(c, i): [] for c in configs for i in impls}
     for r in range(args.rounds):
         for j, c in enumerate(configs):
-            for impl in (IMPLS if (r + j) % 2 == 0 else IMPLS[::-1]):
+            for impl in (impls if (r + j) % 2 == 0 else impls[::-1]):
                 results[c, impl].append(spawn(impl, c, args))
         peak += sgemm_peak(args.threads, 3, CLOCKS[args.clock])
         load.append(os.getloadavg())
         print(f"round {r + 1}/{args.rounds} done, load {load[-1][0]:.2f}", file=sys.stderr)
-        rows = summarise(results, configs, statistics.median(peak))
+        rows = summarise(results, configs, statistics.median(peak), impls)
         if args.json:  # after every round: a stopped run keeps its finished rounds
             with open(args.json, "w") as f:
                 json.dump({"sgemm_gflops": peak, "load": load, "clock": args.clock,
                            "threads": args.threads, "steps": args.steps, "epochs": args.epochs,
                            "rounds_done": r + 1, "rows": rows,
                            "raw": {f"{c} | {i}": v for (c, i), v in results.items()}}, f, indent=1)
-    print_table(rows, peak, load, args)
+    print_table(rows, peak, load, args, impls)
 
 
-def summarise(results: dict, configs: list, peak: float) -> list[dict]:
+def summarise(results: dict, configs: list, peak: float, impls: tuple = IMPLS) -> list[dict]:
     rows = []
     for c in configs:
         row = {"config": c}
-        for impl in IMPLS:
+        for impl in impls:
             runs = results[c, impl]
             med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
             row[impl] = {**med, "img_s_range": [min(r["img_s"] for r in runs),
                                                 max(r["img_s"] for r in runs)],
                          "pct_peak": 100 * med["gflops"] / peak}
-        row["speedup"] = row["stacked"]["img_s"] / row["one after another"]["img_s"]
+        row["speedup"] = {i: row[i]["img_s"] / row[impls[0]]["img_s"] for i in impls[1:]}
         rows.append(row)
     return rows
 
 
-def print_table(rows, peak, load, args) -> None:
+def print_table(rows, peak, load, args, impls: tuple = IMPLS) -> None:
     print(f"\nsgemm peak (2048^2 fp32, {args.threads} thread(s), {args.clock} clock): median "
           f"{statistics.median(peak):.1f} GFLOP/s (range {min(peak):.0f}-{max(peak):.0f}, "
           f"n = {len(peak)}); load average {load[0][0]:.2f} at the start, {load[-1][0]:.2f} "
           f"at the end")
-    print("| config | one after another img/s | peak RSS | stacked img/s | peak RSS | "
-          "stacked GFLOP/s | % sgemm peak | × one after another |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = " | ".join(f"{i} img/s | GFLOP/s (% peak) | peak RSS" for i in impls)
+    gains = " | ".join(f"**{i} × {impls[0]}**" for i in impls[1:])
+    print(f"| config | {head} | {gains} |")
+    print("|" + " --- |" * (1 + 3 * len(impls) + len(impls) - 1))
     for r in rows:
-        a, b = r["one after another"], r["stacked"]
-        print(f"| {r['config']} | {a['img_s']:.0f} ({a['img_s_range'][0]:.0f}–"
-              f"{a['img_s_range'][1]:.0f}) | {a['peak_rss_gib']:.2f} GiB | {b['img_s']:.0f} "
-              f"({b['img_s_range'][0]:.0f}–{b['img_s_range'][1]:.0f}) | "
-              f"{b['peak_rss_gib']:.2f} GiB | {b['gflops']:.1f} | {b['pct_peak']:.1f} % | "
-              f"{r['speedup']:.2f} |")
+        cells = " | ".join(
+            f"{r[i]['img_s']:.0f} ({r[i]['img_s_range'][0]:.0f}–{r[i]['img_s_range'][1]:.0f}) | "
+            f"{r[i]['gflops']:.1f} ({r[i]['pct_peak']:.1f} %) | {r[i]['peak_rss_gib']:.2f} GiB"
+            for i in impls)
+        print(f"| {r['config']} | {cells} | "
+              + " | ".join(f"**{r['speedup'][i]:.2f}**" for i in impls[1:]) + " |")
 
 
 if __name__ == "__main__":

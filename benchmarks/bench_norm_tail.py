@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _sidebyside import finish, parser, report, run_rounds  # noqa: E402
+from _sidebyside import finish, parser, run_rounds  # noqa: E402
 
 VARIANTS = ("stock", "fused")
 
@@ -50,27 +48,11 @@ def _use_stock_batch_norm() -> None:
 def worker(args) -> None:
     import torch
     torch.set_num_threads(1)
+    os.environ.setdefault("DDBOOK_KERNELS", "torch")   # as measured: the fused tail's torch ops
     if args.worker == "stock":
         _use_stock_batch_norm()
-    from bench_distill import _fake_buffer, _synset
-
-    from ddbook import matching
-    n = 10 * args.ipc
-    cfg = matching.MatchConfig(syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=1,
-                               batch_syn=n // args.syn_steps, lr_img=100.0, lr_lr=1e-5)
-    cpu = []
-    with tempfile.TemporaryDirectory() as folder:
-        buffer = _fake_buffer(folder, args.width, network="ConvNetBN")
-        clock = [time.process_time()]
-
-        def tick(iteration, record):
-            cpu.append(time.process_time() - clock[0])
-            clock[0] = time.process_time()
-        matching.distill(_synset(args.ipc), buffer, cfg,
-                         matching.LoopConfig(iterations=args.warmup + args.timed,
-                                             eval_every=None),
-                         device="cpu", callback=tick)
-    report(cpu, args.warmup)
+    from bench_ckernels import time_distill
+    time_distill(args, "ConvNetBN", 10 * args.ipc // args.syn_steps)
 
 
 def main(argv=None) -> int:

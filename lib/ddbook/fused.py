@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import ckernels
 from .networks import ConvNet
 
 __all__ = ["convnet_plan"]
@@ -184,6 +185,8 @@ class _NormReLUPool(torch.autograd.Function):
 
     @staticmethod
     def forward(z, weight, bias, eps, batch):
+        if ckernels.usable(z, weight, bias):
+            return ckernels.tail_forward(z, weight, bias, eps, batch)
         y, mean, rstd = _norm_forward(z, weight, bias, eps, batch)
         mask = (y > 0).view(torch.uint8)   # (B, C, H, W); uint8 multiplies faster than bool
         return _pool2(y.relu_()), mean, rstd, mask
@@ -207,6 +210,8 @@ class _NormReLUPoolBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(grad, z, weight, mean, rstd, mask, batch):
+        if ckernels.usable(z, weight, mean, rstd, mask):
+            return ckernels.tail_backward(grad, z, weight, mean, rstd, mask, batch)
         return _norm_backward(_unpool2(grad) * mask, z, weight, mean, rstd, batch)
 
     @staticmethod
@@ -218,6 +223,10 @@ class _NormReLUPoolBackward(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, a_z, a_w, a_b):
         grad, z, weight, mean, rstd, mask = ctx.saved_tensors
+        if ckernels.usable(z, weight, mean, rstd, mask) and grad.dtype == z.dtype:
+            g_grad, g_z, g_w = ckernels.tail_double_backward(grad, z, weight, mean, rstd, mask,
+                                                             a_z, a_w, a_b, ctx.batch)
+            return g_grad, g_z, g_w, None, None, None, None
         g_gy, g_z, g_w = _norm_double_backward(_unpool2(grad) * mask, z, weight, mean, rstd,
                                                a_z, a_w, a_b, ctx.batch)
         return _pool2(g_gy * mask), g_z, g_w, None, None, None, None

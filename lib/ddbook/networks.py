@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from . import ckernels
 from .resnet import ResNet18, resnet_norm
 
 __all__ = ["ConvNet", "AlexNet", "VGG11", "ResNet18", "get_network", "network_names",
@@ -167,6 +168,41 @@ class _InstanceReLUPool(torch.autograd.Function):
         return gx, gw, gb, None
 
 
+def _save_tail(ctx, inputs, output, stats: tuple) -> None:
+    """A C-loop tail's context: inputs (x, weight, bias), the outputs ``stats`` (mean, rstd,
+    mask) and eps; only the pooled output is differentiable."""
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.save_for_backward(*inputs[:3], *(output[i] for i in stats))
+    ctx.eps = inputs[3]
+    ctx.set_materialize_grads(False)
+
+
+class _InstanceReLUPoolC(torch.autograd.Function):
+    """``_InstanceReLUPool`` through the C loops of ``ddbook.ckernels`` (NCHW, float32, CPU):
+    the forward saves the 1-byte ReLU mask and the statistics, the backward reads them (two
+    passes, no recomputation). A create_graph backward takes the differentiable tensor maths."""
+
+    @staticmethod
+    def forward(x, weight, bias, eps):
+        return ckernels.tail_forward(x, weight, bias, eps, False)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save_tail(ctx, inputs, output, (1, 2, 3))
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        if grad is None:
+            return None, None, None, None
+        x, weight, _, mean, rstd, mask = ctx.saved_tensors
+        if torch.is_grad_enabled():   # create_graph: differentiable maths, as _InstanceReLUPool
+            n, c, h, w = x.shape
+            g = (grad * 0.25).unsqueeze(-1).expand(n, c, h // 2, w // 2, 2).reshape(
+                n, c, h // 2, w).unsqueeze(3).expand(n, c, h // 2, 2, w).reshape(n, c, h, w)
+            return (*_instance_norm_backward(g * mask, x, weight, ctx.eps), None)
+        return (*ckernels.tail_backward(grad, x, weight, mean, rstd, mask, False), None)
+
+
 def _instance_norm_backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (x, weight, bias) of instance norm given ``gy``, as differentiable tensor maths.
@@ -202,13 +238,59 @@ class _ReLUPool(torch.autograd.Function):
         return None if grad is None else _relu_pool_grad(grad, ctx.saved_tensors[0])
 
 
+class _BatchReLUPool(torch.autograd.Function):
+    """``avg_pool2d(relu(batch_norm(x)), 2)`` on the batch's statistics for channels-last CPU
+    activations, through the C loops of ``ddbook.ckernels`` (two passes for the statistics, one
+    for the output; the backward two): the block tail of a ConvNet-BN network in training. The
+    running statistics are updated by the caller from the returned mean and variance. A
+    create_graph backward recomputes the block with the stock ops and differentiates that."""
+
+    @staticmethod
+    def forward(x, weight, bias, eps):
+        return ckernels.bn_cl_forward(x, weight, bias, eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _save_tail(ctx, inputs, output, (1, 3, 4))
+
+    @staticmethod
+    def backward(ctx, grad, *_):
+        if grad is None:
+            return None, None, None, None
+        x, weight, bias, mean, rstd, mask = ctx.saved_tensors
+        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
+            with torch.enable_grad():
+                y = F.batch_norm(x, None, None, weight, bias, True, 0.0, ctx.eps)
+                out = F.avg_pool2d(F.relu(y), 2)
+                return (*torch.autograd.grad(out, (x, weight, bias), grad, create_graph=True),
+                        None)
+        return (*ckernels.bn_cl_backward(grad, x, weight, mean, rstd, mask), None)
+
+
+def _batch_relu_pool(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """The fused tail in place of ``norm`` -> ReLU -> AvgPool2d(2), with ``norm``'s running
+    statistics updated as ``nn.BatchNorm2d`` does in training (momentum, or the cumulative
+    average when momentum is None; the unbiased variance)."""
+    out, mean, var, _, _ = _BatchReLUPool.apply(x, norm.weight, norm.bias, norm.eps)
+    if norm.track_running_stats and norm.running_mean is not None:
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            f = (norm.momentum if norm.momentum is not None
+                 else 1.0 / float(norm.num_batches_tracked))
+            s = x.numel() // x.shape[1]
+            norm.running_mean.mul_(1 - f).add_(mean, alpha=f)
+            norm.running_var.mul_(1 - f).add_(var * (s / max(s - 1, 1)), alpha=f)
+    return out
+
+
 def _is_pool2(m: nn.Module) -> bool:
     return (type(m) is nn.AvgPool2d and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
             and m.padding in (0, (0, 0)) and not m.ceil_mode and m.divisor_override is None)
 
 
 def _fusable(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
-    """How many modules from ``mods[i]`` one fused op replaces for input ``x``: 3, 2 or 0."""
+    """How many modules from ``mods[i]`` one fused op replaces for input ``x``: 3, 2 or 0; 4
+    means 3 through the C loops (batch norm in training, channels-last)."""
     if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4
             or x.shape[-1] % 2 or x.shape[-2] % 2):
         return 0
@@ -221,6 +303,12 @@ def _fusable(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
         # A weight with a history is a functional student (a view of a flat vector) whose
         # backward will be differentiated again: there the fused op's create_graph backward
         # kept ~1.5x the memory of nn.GroupNorm's (5-step unroll: 4.2 vs 2.8 GiB), so it stays.
+        if (type(norm) is nn.BatchNorm2d and norm.affine and x.shape[1] > 1
+                and (norm.training or not norm.track_running_stats)
+                and norm.weight.dtype == torch.float32 and norm.weight.grad_fn is None
+                and not x.is_contiguous()
+                and ckernels.usable(x, norm.weight, norm.bias, channels_last=True)):
+            return 4   # batch norm -> ReLU -> pool through the C loops (channels-last)
     if i + 1 < len(mods) and type(mods[i]) is nn.ReLU and _is_pool2(mods[i + 1]):
         return 2
     return 0
@@ -238,9 +326,13 @@ class ConvNetFeatures(nn.Sequential):
         mods, i = list(self), 0
         while i < len(mods):
             n = _fusable(mods, i, x)
-            if n == 3:
+            if n == 4:
+                x, n = _batch_relu_pool(mods[i], x), 3
+            elif n == 3:
                 norm = mods[i]
-                x = _InstanceReLUPool.apply(x, norm.weight, norm.bias, norm.eps)[0]
+                fn = (_InstanceReLUPoolC if ckernels.usable(x, norm.weight, norm.bias)
+                      else _InstanceReLUPool)
+                x = fn.apply(x, norm.weight, norm.bias, norm.eps)[0]
             elif n == 2:
                 x = _ReLUPool.apply(x)[0]
             else:

@@ -170,6 +170,12 @@ def describe_device(device: str | torch.device | None = None) -> str:
     return f"cpu: {cpu}, {torch.get_num_threads()} threads"
 
 
+def _kernels(device) -> str:
+    """What computed the distillation student's block tails (``ddbook.ckernels``)."""
+    from . import ckernels
+    return ckernels.describe(device)
+
+
 class Timer:
     """Context manager measuring wall time in seconds (``.seconds``)."""
 
@@ -305,8 +311,8 @@ def save_result(name: str, profile: str, data: dict, config: dict, seeds, wall_t
     record["provenance"] = {
         **git_state(), "profile": profile, "config": _jsonable(config),
         "config_hash": config_hash(config), "seeds": _jsonable(seeds),
-        "device": describe_device(device), "torch": torch.__version__,
-        "python": sys.version.split()[0], "wall_time_s": round(float(wall_time), 3),
+        "device": describe_device(device), "kernels": _kernels(device),
+        "torch": torch.__version__, "python": sys.version.split()[0], "wall_time_s": round(float(wall_time), 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     text = json.dumps(record, indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"

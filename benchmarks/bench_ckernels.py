@@ -1,0 +1,112 @@
+"""A width-32 distillation iteration: the block tail as torch ops against the C loops (issue 15).
+
+``ddbook.fused._NormReLUPool`` (norm -> ReLU -> 2x2 mean pool) and its first and second
+derivatives ran as chains of full-size elementwise torch ops; ``ddbook/_tail.c`` (through
+``ddbook.ckernels``) computes each in two or three passes. This times one trajectory-matching
+iteration at the quick settings, side by side in one run:
+
+- ``stock`` (batch norm only): the student as it was when issue 15 was filed, stock
+  ``F.batch_norm`` / ReLU / pooling (batch norm switched off in ``fused``'s pattern matcher, as
+  ``bench_norm_tail.py``); instance norm had the fused tail already then;
+- ``torch``: the fused tail as torch ops (``DDBOOK_KERNELS=torch``);
+- ``c``: the fused tail as C loops (``DDBOOK_KERNELS=c``).
+
+Settings: ``--network ConvNetBN`` is SelMatch's scale model (IPC 25 / 50 / 100, one pass over the
+set per iteration, batch = set / N); ``--network ConvNet`` is MTT / DATM at quick (instance norm,
+IPC 10, all 100 images in every step: issue 15's "N = 10, 100 images per step, DSA"). Each
+(variant, IPC) runs in its own worker process (1 thread, CPU time of ``--timed`` iterations after
+``--warmup``), the variants' order alternating from round to round; a figure is the median over
+rounds x timed iterations, with its range; peak RSS per worker.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ckernels.py --network ConvNetBN --ipcs 25,50,100 \\
+        --json benchmarks/results/ckernels-bn.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_ckernels.py --network ConvNet --ipcs 10 \\
+        --json benchmarks/results/ckernels-in.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _sidebyside import parser, report, run_rounds  # noqa: E402
+
+
+def time_distill(args, network: str, batch: int) -> None:
+    """The worker's body: ``args.warmup + args.timed`` iterations of a distillation of
+    ``args.ipc`` images per class at width ``args.width`` (one random expert trajectory), their
+    CPU seconds reported (``_sidebyside.report``)."""
+    from bench_distill import _fake_buffer, _synset
+
+    from ddbook import matching
+    cfg = matching.MatchConfig(syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=1,
+                               batch_syn=batch, lr_img=100.0, lr_lr=1e-5)
+    cpu = []
+    with tempfile.TemporaryDirectory() as folder:
+        buffer = _fake_buffer(folder, args.width, network=network)
+        clock = [time.process_time()]
+
+        def tick(iteration, record):
+            cpu.append(time.process_time() - clock[0])
+            clock[0] = time.process_time()
+        matching.distill(_synset(args.ipc), buffer, cfg,
+                         matching.LoopConfig(iterations=args.warmup + args.timed,
+                                             eval_every=None),
+                         device="cpu", callback=tick)
+    report(cpu, args.warmup)
+
+
+def worker(args) -> None:
+    import torch
+    torch.set_num_threads(1)
+    os.environ["DDBOOK_KERNELS"] = "c" if args.worker == "c" else "torch"
+    if args.worker == "stock":
+        from bench_norm_tail import _use_stock_batch_norm
+        _use_stock_batch_norm()
+    n = 10 * args.ipc
+    time_distill(args, args.network, n if args.network == "ConvNet" else n // args.syn_steps)
+
+
+def main(argv=None) -> int:
+    p = parser(__doc__, sizes_help="set sizes per class", timed=3)
+    p.add_argument("--syn-steps", type=int, default=10)
+    p.add_argument("--network", default="ConvNetBN", choices=("ConvNetBN", "ConvNet"))
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    variants = ("stock", "torch", "c") if args.network == "ConvNetBN" else ("torch", "c")
+    rows, load0, t0 = run_rounds(__file__, variants, args, ("syn_steps", "network"))
+    norm = "batch" if args.network == "ConvNetBN" else "instance"
+    print(f"\n{args.network} ({norm} norm) width {args.width}, N = {args.syn_steps}, M = 2, DSA; "
+          f"1 thread; {args.rounds} rounds x {args.timed} timed; load average {load0:.1f} "
+          f"before, {os.getloadavg()[0]:.1f} after; {time.time() - t0:.0f} s\n")
+    head = " | ".join(f"{v} CPU s/iteration | peak GiB" for v in variants)
+    gains = " | ".join(f"**× {v}**" for v in variants[:-1])
+    print(f"| IPC (batch) | {head} | {gains} |\n|" + " --- |" * (1 + 2 * len(variants)
+                                                                 + len(variants) - 1))
+    out = []
+    for ipc in [int(i) for i in args.ipcs.split(",")]:
+        med = {v: statistics.median(rows[(ipc, v)]["cpu"]) for v in variants}
+        cells = " | ".join(
+            f"{med[v]:.3f} ({min(rows[(ipc, v)]['cpu']):.3f}-{max(rows[(ipc, v)]['cpu']):.3f})"
+            f" | {max(rows[(ipc, v)]['peaks']):.2f}" for v in variants)
+        speed = {v: med[v] / med["c"] for v in variants[:-1]}
+        batch = 10 * ipc if args.network == "ConvNet" else 10 * ipc // args.syn_steps
+        print(f"| {ipc} ({batch}) | {cells} | "
+              + " | ".join(f"**{speed[v]:.2f}**" for v in variants[:-1]) + " |")
+        out.append({"ipc": ipc, "batch": batch, **{v: rows[(ipc, v)] for v in variants},
+                    "speedup_of_c": speed})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "load_before": load0, "args": vars(args), "rows": out}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

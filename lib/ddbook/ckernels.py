@@ -1,0 +1,237 @@
+"""The C loops of the distillation student's block tail (``_tail.c``), built on first use.
+
+``ddbook.fused._NormReLUPool`` (norm -> ReLU -> 2x2 mean pool, instance or batch norm) and its
+first and second derivatives are long chains of full-size elementwise torch ops: about a third of
+a width-32 distillation iteration on the CPU (benchmarks/README.md, ``profile_distill.py``).
+``_tail.c`` computes each of the three in two or three passes over its planes. It is compiled
+once per source, compiler and CPU with the system C compiler (``$CC``, else ``cc``) into the
+cache folder, and called through ctypes: no Python headers, no build step at install.
+
+``DDBOOK_KERNELS`` chooses:
+
+- ``auto`` (default): the C loops when they build, else the torch ops, with one warning that
+  says why (the maths is the same; only the rounding differs);
+- ``c``: the C loops, or a clear error when they cannot be built;
+- ``torch``: the torch ops (``ddbook.fused``), as before these loops existed.
+
+Which one ran is part of every result's provenance (:func:`describe`). They are used only for
+contiguous float32 CPU tensors; CUDA and other dtypes always take the torch ops. The loops are
+single-threaded (the book's CPU runs are one process per core): tests/test_ckernels.py checks
+them against the torch ops to float tolerance.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backward",
+           "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "KernelBuildError"]
+
+_SOURCE = Path(__file__).with_name("_tail.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-shared",
+          "-fPIC"]
+_MODES = ("auto", "c", "torch")
+
+
+class KernelBuildError(RuntimeError):
+    """The C loops were asked for (``DDBOOK_KERNELS=c``) and cannot be built or loaded."""
+
+
+def mode() -> str:
+    """``DDBOOK_KERNELS`` (auto, c or torch); anything else is refused with the fix."""
+    value = os.environ.get("DDBOOK_KERNELS", "auto").strip().lower() or "auto"
+    if value not in _MODES:
+        raise ValueError(f"DDBOOK_KERNELS={value!r} is not one of {', '.join(_MODES)}. Fix: "
+                         f"unset it (auto: the C loops when they build) or choose one of those")
+    return value
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [l for l in f if l.startswith(("model name", "flags"))][:2]
+        return "".join(lines) or platform.processor()
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compiler() -> tuple[str, str]:
+    cc = os.environ.get("CC", "cc")
+    path = shutil.which(cc)
+    if path is None:
+        raise KernelBuildError(f"no C compiler: {cc!r} is not on PATH")
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    return path, (out.stdout.splitlines() or ["?"])[0]
+
+
+def _build() -> ctypes.CDLL:
+    from .paths import cache_dir
+    cc, version = _compiler()
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(_FLAGS).encode(),
+                                     _cpu().encode(), sys.platform.encode()])).hexdigest()[:16]
+    folder = cache_dir() / "kernels"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"tail-{key}.so"
+    if not target.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tail-{key}.", suffix=".so")
+        os.close(fd)
+        try:
+            run = subprocess.run([cc, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"],
+                                 capture_output=True, text=True, timeout=300)
+            if run.returncode != 0:
+                raise KernelBuildError(f"{cc} failed on {_SOURCE.name}: "
+                                       f"{(run.stderr or run.stdout).strip()[-800:]}")
+            os.replace(tmp, target)   # whole or not at all; two builders write the same file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    i64, c_int, ptr, dbl = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_double
+    lib.ddb_tail_forward.argtypes = [i64] * 4 + [c_int, ptr, ptr, ptr, dbl] + [ptr] * 4
+    lib.ddb_tail_backward.argtypes = [i64] * 4 + [c_int] + [ptr] * 9
+    lib.ddb_tail_double_backward.argtypes = [i64] * 4 + [c_int] + [ptr] * 12
+    lib.ddb_bn_cl_forward.argtypes = [i64] * 4 + [ptr, ptr, ptr, dbl] + [ptr] * 5
+    lib.ddb_bn_cl_backward.argtypes = [i64] * 4 + [ptr] * 9
+    for f in (lib.ddb_tail_forward, lib.ddb_tail_backward, lib.ddb_tail_double_backward,
+              lib.ddb_bn_cl_forward, lib.ddb_bn_cl_backward):
+        f.restype = c_int
+    lib.ddbook_version = version
+    return lib
+
+
+_STATE: dict = {}
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded C loops, or None when the mode is torch (or auto and they do not build)."""
+    m = mode()
+    if m == "torch":
+        return None
+    if "lib" not in _STATE:
+        try:
+            _STATE["lib"], _STATE["why"] = _build(), None
+        except (KernelBuildError, OSError, subprocess.SubprocessError) as e:
+            _STATE["lib"], _STATE["why"] = None, str(e)
+    if _STATE["lib"] is None:
+        if m == "c":
+            raise KernelBuildError(f"DDBOOK_KERNELS=c but the C loops cannot be built: "
+                                   f"{_STATE['why']}. Fix: install a C compiler (or set CC), or "
+                                   f"set DDBOOK_KERNELS=torch")
+        if not _STATE.get("warned"):
+            _STATE["warned"] = True
+            warnings.warn(f"ddbook: the C loops of the block tail cannot be built "
+                          f"({_STATE['why']}); using the torch ops (same maths, slower). "
+                          f"Set DDBOOK_KERNELS=torch to silence this", stacklevel=2)
+    return _STATE["lib"]
+
+
+def describe(device: str | torch.device | None = None) -> str:
+    """What computes the block tails on ``device`` (default: CUDA when present), for a result's
+    provenance."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cpu":
+        return f"torch ops (ddbook.fused) on {device.type}"
+    try:
+        lib = library()
+    except (KernelBuildError, ValueError) as e:
+        return f"unusable ({e})"
+    if lib is None:
+        return "torch ops (ddbook.fused)"
+    return f"C loops (ddbook/_tail.c, {lib.ddbook_version}, {' '.join(_FLAGS[:2])})"
+
+
+def usable(*tensors: torch.Tensor | None, channels_last: bool = False) -> bool:
+    """True when the C loops are on and every tensor is a plain contiguous (4-d ones
+    channels-last, with ``channels_last``) float32 or uint8 CPU tensor: not one that vmap or
+    torch.func wraps."""
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    for t in tensors:
+        if t is None:
+            continue
+        layout = _CL if channels_last and t.dim() == 4 else torch.contiguous_format
+        if (t.device.type != "cpu" or t.dtype not in (torch.float32, torch.uint8) or wrapped(t)
+                or not t.is_contiguous(memory_format=layout)):
+            return False
+    return library() is not None
+
+
+_CL = torch.channels_last
+
+
+def _p(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _check(code: int) -> None:
+    if code != 0:
+        raise MemoryError("ddbook C block tail: out of memory for its work buffers")
+
+
+def tail_forward(z, weight, bias, eps: float, batch: bool):
+    """(pool2(relu(y)), mean, rstd, mask) with y = norm(z): as ``fused._NormReLUPool.forward``."""
+    n, c, h, w = z.shape
+    out = z.new_empty((n, c, h // 2, w // 2))
+    stat = (c,) if batch else (n, c)   # the native kernels' shapes
+    mean, rstd = z.new_empty(stat), z.new_empty(stat)
+    mask = torch.empty(z.shape, dtype=torch.uint8)
+    _check(library().ddb_tail_forward(n, c, h, w, int(batch), _p(z), _p(weight), _p(bias),
+                                      float(eps), _p(out), _p(mean), _p(rstd), _p(mask)))
+    return out, mean, rstd, mask
+
+
+def tail_backward(grad, z, weight, mean, rstd, mask, batch: bool):
+    """(g_z, g_weight, g_bias) from the pooled gradient: as ``fused._NormReLUPoolBackward``."""
+    n, c, h, w = z.shape
+    g_z, g_w, g_b = torch.empty_like(z), torch.empty_like(weight), torch.empty_like(weight)
+    grad = grad.contiguous()
+    _check(library().ddb_tail_backward(n, c, h, w, int(batch), _p(grad), _p(z), _p(weight),
+                                       _p(mean), _p(rstd), _p(mask), _p(g_z), _p(g_w), _p(g_b)))
+    return g_z, g_w, g_b
+
+
+def tail_double_backward(grad, z, weight, mean, rstd, mask, a_z, a_w, a_b, batch: bool):
+    """(g_grad, g_z, g_weight): the second derivative, as ``_NormReLUPoolBackward.backward``."""
+    n, c, h, w = z.shape
+    grad = grad.contiguous()
+    a_z = None if a_z is None else a_z.contiguous()
+    a_w = None if a_w is None else a_w.contiguous()
+    a_b = None if a_b is None else a_b.contiguous()
+    g_grad, g_z, g_w = torch.empty_like(grad), torch.empty_like(z), torch.empty_like(weight)
+    _check(library().ddb_tail_double_backward(
+        n, c, h, w, int(batch), _p(grad), _p(z), _p(weight), _p(mean), _p(rstd), _p(mask),
+        _p(a_z), _p(a_w), _p(a_b), _p(g_grad), _p(g_z), _p(g_w)))
+    return g_grad, g_z, g_w
+
+
+def bn_cl_forward(x, weight, bias, eps: float):
+    """Channels-last ``x`` (N, C, H, W): (pool2(relu(batch_norm(x))), mean, biased var, rstd,
+    mask), the output and mask channels-last too."""
+    n, c, h, w = x.shape
+    out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
+    mean, var, rstd = x.new_empty(c), x.new_empty(c), x.new_empty(c)
+    mask = torch.empty(x.shape, dtype=torch.uint8, memory_format=_CL)
+    _check(library().ddb_bn_cl_forward(n, c, h, w, _p(x), _p(weight), _p(bias), float(eps),
+                                       _p(out), _p(mean), _p(var), _p(rstd), _p(mask)))
+    return out, mean, var, rstd, mask
+
+
+def bn_cl_backward(grad, x, weight, mean, rstd, mask):
+    """(g_x channels-last, g_weight, g_bias) of ``bn_cl_forward``'s output from its gradient."""
+    n, c, h, w = x.shape
+    grad = grad.contiguous(memory_format=_CL)
+    g_x = torch.empty(x.shape, memory_format=_CL)
+    g_w, g_b = torch.empty_like(weight), torch.empty_like(weight)
+    _check(library().ddb_bn_cl_backward(n, c, h, w, _p(grad), _p(x), _p(weight), _p(mean),
+                                        _p(rstd), _p(mask), _p(g_x), _p(g_w), _p(g_b)))
+    return g_x, g_w, g_b

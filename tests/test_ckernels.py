@@ -1,0 +1,218 @@
+"""The C loops of the block tail (ddbook/_tail.c through ddbook.ckernels) against the torch ops.
+
+The torch ops (``DDBOOK_KERNELS=torch``) are themselves checked by gradcheck/gradgradcheck in
+tests/test_matching.py; here every output and both derivatives of the fused op must agree with
+them to float32 rounding, in both norms, with and without the optional adjoints.
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from ddbook import ckernels, fused, matching
+from ddbook.networks import get_network
+
+
+@pytest.fixture
+def kernels(monkeypatch):
+    """Switch DDBOOK_KERNELS; the built library is kept between switches (it does not change)."""
+    def use(mode):
+        monkeypatch.setenv("DDBOOK_KERNELS", mode)
+    return use
+
+
+def _tail_and_derivatives(batch, shape, seed, adjoints=(True, True, True)):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(*shape, generator=g, requires_grad=True)
+    c = shape[1]
+    w = (torch.rand(c, generator=g) + 0.5).requires_grad_()
+    b = torch.randn(c, generator=g).requires_grad_()
+    out = fused._NormReLUPool.apply(z, w, b, 1e-5, batch)[0]
+    v = torch.randn(out.shape, generator=g)
+    gz, gw, gb = torch.autograd.grad((out * v).sum(), (z, w, b), create_graph=True)
+    terms = [(t * torch.randn(t.shape, generator=g)).sum()
+             for t, on in zip((gz, gw, gb), adjoints) if on]
+    second = torch.autograd.grad(sum(terms), (z, w, b), allow_unused=True)
+    return [out, gz, gw, gb] + [s for s in second if s is not None]
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batch-norm", "instance-norm"])
+@pytest.mark.parametrize("shape", [(6, 8, 16, 16), (3, 5, 6, 4), (1, 4, 2, 2)])
+@pytest.mark.parametrize("adjoints", [(True, True, True), (True, False, False),
+                                      (False, True, True)], ids=["all", "z-only", "no-z"])
+def test_c_loops_equal_the_torch_ops(kernels, batch, shape, adjoints):
+    kernels("torch")
+    ref = _tail_and_derivatives(batch, shape, 0, adjoints)
+    kernels("c")
+    got = _tail_and_derivatives(batch, shape, 0, adjoints)
+    assert len(got) == len(ref)
+    for r, c in zip(ref, got):
+        assert c.shape == r.shape and c.dtype == r.dtype
+        assert (c - r).abs().max() <= 1e-5 * r.abs().max() + 1e-7
+
+
+def test_c_loops_are_taken_and_deterministic(kernels, monkeypatch):
+    kernels("c")
+    calls = {"forward": 0, "backward": 0, "double": 0}
+    for name, key in [("tail_forward", "forward"), ("tail_backward", "backward"),
+                      ("tail_double_backward", "double")]:
+        def counted(*a, _f=getattr(ckernels, name), _k=key):
+            calls[_k] += 1
+            return _f(*a)
+        monkeypatch.setattr(ckernels, name, counted)
+    first = _tail_and_derivatives(True, (4, 8, 8, 8), 3)
+    assert calls == {"forward": 1, "backward": 1, "double": 1}
+    again = _tail_and_derivatives(True, (4, 8, 8, 8), 3)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+def test_other_dtypes_and_layouts_take_the_torch_ops(kernels, monkeypatch):
+    kernels("c")
+    monkeypatch.setattr(ckernels, "tail_forward", lambda *a: pytest.fail("C loops on float64"))
+    z = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    w, b = torch.ones(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    fused._NormReLUPool.apply(z, w, b, 1e-5, False)
+    cl = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    fused._NormReLUPool.apply(cl, torch.ones(3), torch.zeros(3), 1e-5, True)
+
+
+def test_student_unroll_agrees_across_kernels(kernels):
+    """A 3-step unroll of a width-8 ConvNet-BN student and its gradient wrt the images."""
+    model = get_network("ConvNetBN", 4, (16, 16), width=8, depth=2, seed=0, device="cpu")
+    student = matching.make_student(model)
+    theta0 = torch.cat([p.detach().flatten() for p in model.parameters()])
+    images = torch.randn(12, 3, 16, 16)
+    labels = torch.arange(12) % 4
+    plan = matching.make_plan(12, 4, 3, (16, 16), torch.Generator().manual_seed(1), dsa=False)
+
+    def run():
+        x = images.clone().requires_grad_()
+        end = matching.unroll(student, theta0.clone().requires_grad_(), x, labels,
+                              torch.tensor(0.01), plan)
+        (g,) = torch.autograd.grad(end.square().sum(), x)
+        return end.detach(), g
+    kernels("torch")
+    ref_end, ref_g = run()
+    kernels("c")
+    end, g = run()
+    assert (end - ref_end).abs().max() <= 1e-5 * ref_end.abs().max()
+    assert (g - ref_g).abs().max() <= 1e-4 * ref_g.abs().max()
+
+
+def test_mode_is_checked_and_named_in_provenance(kernels, monkeypatch, tmp_path):
+    kernels("fast")
+    with pytest.raises(ValueError, match="DDBOOK_KERNELS='fast'.*Fix"):
+        ckernels.mode()
+    kernels("torch")
+    assert ckernels.describe("cpu") == "torch ops (ddbook.fused)"
+    kernels("c")
+    assert ckernels.describe("cpu").startswith("C loops (ddbook/_tail.c")
+    assert ckernels.describe("cuda").startswith("torch ops")
+
+
+def test_no_compiler_is_an_error_under_c_and_a_warning_under_auto(kernels, monkeypatch,
+                                                                   tmp_path):
+    monkeypatch.setattr(ckernels, "_STATE", {})
+    monkeypatch.setenv("DDBOOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", "no-such-compiler-ddbook")
+    kernels("c")
+    with pytest.raises(ckernels.KernelBuildError, match="no-such-compiler.*Fix"):
+        ckernels.library()
+    kernels("auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert ckernels.library() is None
+        assert ckernels.library() is None       # warned once
+    assert len(caught) == 1 and "DDBOOK_KERNELS=torch" in str(caught[0].message)
+    assert not ckernels.usable(torch.zeros(2))
+    assert ckernels.describe("cpu") == "torch ops (ddbook.fused)"
+
+
+# ------------------------------------------------------------------------------------------
+# the channels-last batch-norm tail of a ConvNet-BN network in training (ddbook.networks)
+
+
+def _bn_network_step(momentum="default", track=True, create_graph=False):
+    net = get_network("ConvNetBN", 4, (16, 16), width=8, depth=2, seed=0, device="cpu")
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            if momentum != "default":
+                m.momentum = momentum
+            if not track:
+                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(12, 3, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
+    y = torch.arange(12) % 4
+    outs = []
+    for _ in range(2):    # two batches: the running statistics move twice
+        out = net(x)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        grads = torch.autograd.grad(loss, list(net.parameters()), create_graph=create_graph)
+        if create_graph:  # the gradient's norm, differentiated again (gradient-matching style)
+            grads = torch.autograd.grad(sum(gr.square().sum() for gr in grads),
+                                        list(net.parameters()))
+        outs += [out.detach(), *grads]
+        x = x.flip(0)
+    stats = [t.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+             for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
+    net.eval()
+    return outs, stats, net(x).detach()
+
+
+@pytest.mark.parametrize("momentum,track", [("default", True), (None, True), (0.3, False)],
+                         ids=["momentum-0.1", "cumulative", "no-running-stats"])
+def test_bn_network_with_c_loops_equals_the_stock_modules(kernels, monkeypatch, momentum, track):
+    kernels("torch")
+    ref, ref_stats, ref_eval = _bn_network_step(momentum, track)
+    kernels("c")
+    calls = []
+    real = ckernels.bn_cl_forward
+    monkeypatch.setattr(ckernels, "bn_cl_forward", lambda *a: calls.append(1) or real(*a))
+    got, stats, evaluated = _bn_network_step(momentum, track)
+    # both blocks of both training batches; without running statistics evaluation uses the
+    # batch's too (as nn.BatchNorm2d), so its pass runs the C loops as well
+    assert len(calls) == (4 if track else 6), calls
+    assert len(got) == len(ref)
+    scale = max(r.abs().max() for r in ref[1:])
+    for r, c in zip(ref, got):
+        # a conv bias feeding batch norm has a zero gradient (rounding noise, ~1e-7 of the
+        # others): an absolute term on the scale of the rest covers it
+        assert (c - r).abs().max() <= 1e-5 * r.abs().max() + 1e-6 * scale
+    assert len(stats) == len(ref_stats) == (6 if track else 2)   # else num_batches_tracked: 0
+    for r, c in zip(ref_stats, stats):
+        assert torch.allclose(c.double(), r.double(), rtol=1e-5, atol=1e-7)
+    assert (evaluated - ref_eval).abs().max() <= 1e-5 * ref_eval.abs().max()
+
+
+def test_bn_tail_create_graph_backward_recomputes_with_the_stock_ops(kernels):
+    kernels("torch")
+    ref, _, _ = _bn_network_step(create_graph=True)
+    kernels("c")
+    got, _, _ = _bn_network_step(create_graph=True)
+    scale = max(r.abs().max() for r in ref[1:])
+    for r, c in zip(ref, got):
+        assert (c - r).abs().max() <= 1e-4 * r.abs().max() + 1e-6 * scale
+
+
+def test_bn_tail_kernels_equal_the_stock_ops_and_are_deterministic(kernels):
+    kernels("c")
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 16, 8, 10, generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.rand(16, generator=g) + 0.5, torch.randn(16, generator=g)
+    out, mean, var, rstd, mask = ckernels.bn_cl_forward(x, w, b, 1e-5)
+    xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+    y = torch.nn.functional.batch_norm(xr, None, None, wr, br, True, 0.1, 1e-5)
+    assert torch.equal(mask.bool(), y > 0), "no value of this draw sits on the ReLU's tie"
+    ref = torch.nn.functional.avg_pool2d(torch.relu(y), 2)
+    grad = torch.randn(ref.shape, generator=g)
+    ref_grads = torch.autograd.grad(ref, (xr, wr, br), grad)
+    got_grads = ckernels.bn_cl_backward(grad, x, w, mean, rstd, mask)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert got_grads[0].is_contiguous(memory_format=torch.channels_last)
+    for r, c in zip((ref, *ref_grads), (out, *got_grads)):
+        assert (c - r.detach()).abs().max() <= 2e-6 * r.abs().max()
+    assert torch.allclose(var, x.var((0, 2, 3), unbiased=False), rtol=1e-6)
+    again = ckernels.bn_cl_forward(x, w, b, 1e-5)
+    assert all(torch.equal(a, c) for a, c in zip(again, (out, mean, var, rstd, mask)))
