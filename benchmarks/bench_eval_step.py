@@ -56,6 +56,7 @@ def _restore_before() -> None:
 def worker(args) -> None:
     import torch
     torch.set_num_threads(1)
+    os.environ.setdefault("DDBOOK_KERNELS", "torch")   # as measured: before the C loops
     if args.worker == "before":
         _restore_before()
     from ddbook.evaluate import SelMatchEvalConfig, evaluate_selmatch

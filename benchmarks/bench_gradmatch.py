@@ -33,6 +33,7 @@ VARIANTS = ("stock", "auto")
 def worker(args) -> None:
     import torch
     torch.set_num_threads(1)
+    os.environ.setdefault("DDBOOK_KERNELS", "torch")   # as measured: before the C loops
     from ddbook import gradmatch as gm
     cfg = gm.GMConfig(width=args.width, factor=2, inner_loop=args.inner, n_data=512,
                       net_batch=64)

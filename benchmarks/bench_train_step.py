@@ -1,0 +1,103 @@
+"""One training step of a width-32 ConvNet, block tails as torch ops against C loops, interleaved.
+
+The evaluation networks, experts and sweeps of the quick pages train width-32 ConvNets (batch
+norm, channels-last, for SelMatch's scale model; instance norm for MTT / DATM) on the CPU. This
+times their step (DSA draw and augmentation, forward, cross-entropy, backward, SGD with momentum
+0.9 and weight decay 5e-4, as ``ddbook.train``) with ``DDBOOK_KERNELS=torch`` and ``=c`` in ONE
+process, alternating in blocks of ``--block`` steps, so that a drift of the machine (this one is
+a shared VM whose sgemm rate moves by 2x within minutes) falls on both alike. Both variants train
+the same network on the same batches; ``ddbook.ckernels`` reads the variable at every call. CPU
+time of the process, 1 thread; medians and quartiles over the blocks' per-step times; the ratio
+is the median of the per-pair ratios (block i of torch / block i of c). Peak memory is measured
+in separate runs by bench_batched.py (each variant in its own process).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_step.py --json benchmarks/results/train-step-ckernels.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def measure(network: str, batch: int, blocks: int, block: int, warmup: int) -> dict:
+    import torch
+
+    from ddbook.augment import DSA_STRATEGY, apply_dsa, sample_dsa
+    from ddbook.networks import get_network
+    from ddbook.train import sgd_step
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(batch * 8, 3, 32, 32, generator=g)
+    labels = torch.randint(0, 10, (batch * 8,), generator=g)
+    net = get_network(network, 10, width=32, seed=0, device="cpu")
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    times = {"torch": [], "c": []}
+
+    def steps(n: int) -> float:
+        t = time.process_time()
+        for _ in range(n):
+            idx = torch.randint(0, len(pool), (batch,), generator=g)
+            x = apply_dsa(pool[idx], sample_dsa(batch, (32, 32), g, DSA_STRATEGY))
+            sgd_step(net, x, labels[idx], opt)
+        return (time.process_time() - t) / n
+    for mode in ("torch", "c"):
+        os.environ["DDBOOK_KERNELS"] = mode
+        steps(warmup)
+    for i in range(blocks):
+        for mode in (("torch", "c") if i % 2 == 0 else ("c", "torch")):
+            os.environ["DDBOOK_KERNELS"] = mode
+            times[mode].append(steps(block))
+    ratios = [a / b for a, b in zip(times["torch"], times["c"])]
+    q = lambda v: statistics.quantiles(v, n=4)   # noqa: E731
+    return {"network": network, "batch": batch, "ms_per_step": {
+        m: {"median": 1e3 * statistics.median(v), "q1": 1e3 * q(v)[0], "q3": 1e3 * q(v)[2]}
+        for m, v in times.items()}, "speedup": {"median": statistics.median(ratios),
+                                                "q1": q(ratios)[0], "q3": q(ratios)[2]},
+        "raw_s": times}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--configs", default="ConvNetBN:128,ConvNet:100,ConvNetBN:256",
+                   help="network:batch, comma-separated")
+    p.add_argument("--blocks", type=int, default=12, help="blocks per variant")
+    p.add_argument("--block", type=int, default=5, help="steps per block")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json")
+    args = p.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_training import sgemm_peak
+    peak0 = sgemm_peak(1, 5, time.process_time)
+    load0, t0 = os.getloadavg()[0], time.time()
+    rows = []
+    for config in args.configs.split(","):
+        network, batch = config.split(":")
+        rows.append(measure(network, int(batch), args.blocks, args.block, args.warmup))
+        print(f"{config} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+    peak1 = sgemm_peak(1, 5, time.process_time)
+    print(f"\n1 thread, CPU time; {args.blocks} blocks x {args.block} steps per variant, "
+          f"alternating; sgemm peak {statistics.median(peak0):.0f} GFLOP/s before, "
+          f"{statistics.median(peak1):.0f} after; load average {load0:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after; {time.time() - t0:.0f} s\n")
+    print("| network (batch) | torch ms/step: median (quartiles) | C ms/step | "
+          "**× torch**: median of pair ratios (quartiles) |\n| --- | --- | --- | --- |")
+    for r in rows:
+        a, b, s = r["ms_per_step"]["torch"], r["ms_per_step"]["c"], r["speedup"]
+        print(f"| {r['network']} ({r['batch']}) | {a['median']:.1f} ({a['q1']:.1f}–{a['q3']:.1f})"
+              f" | {b['median']:.1f} ({b['q1']:.1f}–{b['q3']:.1f}) | **{s['median']:.2f}** "
+              f"({s['q1']:.2f}–{s['q3']:.2f}) |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "load_before": load0, "sgemm_before": peak0, "sgemm_after": peak1,
+                       "args": vars(args), "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
