@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -253,6 +254,25 @@ def test_resume_equals_uninterrupted(data, buffer, tmp_path):
     other = replace_cfg(lr_img=1.0)
     with pytest.raises(ValueError, match="another config"):
         distill(s, buffer, other, loop, folder=tmp_path / "b", device=CPU)
+
+
+def test_a_cache_folder_sets_another_runs_checkpoint_aside(data, buffer, tmp_path, capsys):
+    """In the library's own cache folder a checkpoint from another initial set (e.g. soft labels
+    computed on another CPU or with other kernels) is set aside and the run starts afresh."""
+    s = small_set(data, fraction=2 / 3, soft=True)
+    cfg = replace_cfg()
+    loop = LoopConfig(iterations=4, eval_every=None, checkpoint_every=1, seed=4)
+    part = distill(s, buffer, cfg, loop, folder=tmp_path / "c", device=CPU, stop_after=2)
+    assert part.iterations_done == 2
+    moved = replace(s, labels=s.labels + 1e-6)   # the same set but for the labels' last bits
+    with pytest.raises(ValueError, match="another config"):
+        distill(moved, buffer, cfg, loop, folder=tmp_path / "c", device=CPU)
+    fresh = distill(moved, buffer, cfg, loop, device=CPU)
+    again = distill(moved, buffer, cfg, loop, folder=tmp_path / "c", device=CPU, cache=True)
+    assert again.finished and again.iterations_done == 4
+    assert "another initial set" in capsys.readouterr().err
+    assert (tmp_path / "c" / "checkpoint.pt.corrupt").exists(), "kept for inspection"
+    _same(again, fresh, "restarted vs a fresh run")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, buffer, tmp_path, monkeypatch):

@@ -415,8 +415,9 @@ def _save_checkpoint(folder: Path, state: _State, record: dict) -> None:
     paths.save_atomic(folder / "checkpoint.pt", blob)
 
 
-def _load_checkpoint(folder: Path, state: _State, record: dict) -> bool:
-    """Restore ``state`` from ``folder/checkpoint.pt``; False when there is none."""
+def _load_checkpoint(folder: Path, state: _State, record: dict, cache: bool = False) -> bool:
+    """Restore ``state`` from ``folder/checkpoint.pt``; False when there is none (or, in a
+    ``cache`` folder, when it belongs to another run and was set aside)."""
     path = folder / "checkpoint.pt"
     if not path.exists():
         return False
@@ -429,6 +430,13 @@ def _load_checkpoint(folder: Path, state: _State, record: dict) -> bool:
                   "the run starts again from iteration 0")
         return False
     if config != json.loads(json.dumps(record, sort_keys=True)):
+        if cache:
+            from .experts import set_aside
+            what = ("a checkpoint of a run from another initial set (made on another CPU or with "
+                    "other kernels)" if config.get("match") == json.loads(json.dumps(
+                        record, sort_keys=True)).get("match") else "a checkpoint of another run")
+            set_aside(path, what, "the run starts again from iteration 0")
+            return False
         raise ValueError(f"{path} belongs to a run with another config; use another folder or "
                          f"delete it to start afresh")
     with torch.no_grad():
@@ -464,7 +472,7 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
             folder: str | os.PathLike | None = None, device=None,
             stop_after: int | None = None,
             callback: Callable[[int, dict], None] | None = None,
-            snapshot_every: int | None = None) -> DistillResult:
+            snapshot_every: int | None = None, cache: bool = False) -> DistillResult:
     """Distil ``synset`` by matching ``buffer``'s trajectories; resumable from ``folder``.
 
     Source: MTT ``distill.py`` main loop (papers.md §2.2) with DATM's soft labels, start-epoch
@@ -479,6 +487,11 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
     every k iterations and the last one as ``folder/snapshots/synset_<iteration>.pt``
     (:func:`snapshot_iterations` lists them); it is an execution option, not part of the run's
     config (no checkpoint or result depends on it), and it changes no number of the run.
+    A checkpoint in ``folder`` made by another run (another configuration, seed or initial set) is
+    refused with a ValueError; with ``cache=True`` (``folder`` is the library's own cache folder,
+    keyed by the configuration) it is set aside as ``checkpoint.pt.corrupt`` and the run starts
+    from iteration 0: there the initial set is what differs, computed through a network on another
+    CPU or with other kernels (``ddbook.ckernels``; e.g. DATM's soft labels), in the last bits.
     Used in: presets.run_preset, selmatch_scale.run_piece (coverage during distillation), the
     distillation notebooks.
     """
@@ -499,7 +512,7 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
                          f"positive number of iterations; pass folder=... or snapshot_every=None")
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        _load_checkpoint(folder, state, record)
+        _load_checkpoint(folder, state, record, cache)
     points = loop.eval_points() if evaluate is not None else []
     bar = progress(range(state.done, loop.iterations), "distill",
                    total=loop.iterations - state.done)

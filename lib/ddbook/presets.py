@@ -608,11 +608,12 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
         buffer = train_experts(preset.experts, data[3], data[4], preset.n_experts, data[5],
                                data[6], num_classes=data[0].num_classes, device=device)
         synset, info = _initial_set(preset, data, buffer)
+        cache = folder is None
         folder = folder or paths.cache_dir() / "distill" / \
             f"{preset.name}-{profile}-{preset_hash(preset)}"
         evaluate = _evaluator(preset, data, device)
         result = distill(synset, buffer, preset.match, preset.loop, evaluate=evaluate,
-                         folder=folder, device=device, stop_after=stop_after)
+                         folder=folder, device=device, stop_after=stop_after, cache=cache)
         summary = _summary(preset, result, info, folder)
         summary["reductions"] = reductions(name, profile, overrides)
         if baseline_lr is not None:

@@ -441,7 +441,7 @@ def _make_set(profile: Profile, piece: Piece, data, buffer, device, stop_after=N
     if piece.distills and len(synset) > synset.num_selected:
         res = distill(synset, buffer, match_config(scale, piece), loop_config(scale),
                       folder=folder, device=device, stop_after=stop_after,
-                      snapshot_every=snapshot_every(profile, piece))
+                      snapshot_every=snapshot_every(profile, piece), cache=True)
         return (res.synset if res.finished else None), info, res
     save_synset(folder / "synset_final.pt", synset)   # nothing distilled: the initial set
     return synset, info, None

@@ -283,7 +283,7 @@ def _trajectory_matching(piece: Piece, data, profile, device) -> tuple:
                            ds.num_classes)
     synset = from_indices(xn, y, idx, None, preset.syn_lr)
     res = distill(synset, buffer, preset.match, preset.loop, folder=_folder(profile, piece),
-                  device=device)
+                  device=device, cache=True)
     return res.synset.images, res.synset.labels, {"preset": preset.name, "loss":
                                                   res.history["loss"],
                                                   "syn_lr": res.synset.syn_lr}

@@ -340,7 +340,7 @@ def _distil_or_read(ctx: _Context, src, scale, buffer, match, loop, folder, reco
             json.loads((folder / "record.json").read_text())
     synset, _ = sc.initial_set(scale, src, ctx.data, buffer)
     t1, c1 = time.perf_counter(), time.process_time()
-    res = distill(synset, buffer, match, loop, folder=folder, device=ctx.device)
+    res = distill(synset, buffer, match, loop, folder=folder, device=ctx.device, cache=True)
     h = res.history
     applied = sum(not s for s in h["skipped"])
     record.update(iterations=res.iterations_done, iterations_applied=applied,
