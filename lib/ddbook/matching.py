@@ -393,15 +393,20 @@ def _check_finite(state: _State, record: dict, folder: Path | None) -> None:
         raise DistillationDiverged(it, "a label logit", float("nan"), ckpt)
 
 
-def _config_record(config: MatchConfig, loop: LoopConfig, synset: SyntheticSet) -> dict:
-    """What a checkpoint must agree on to be resumed: the maths, the seed and the initial set.
-    (The loop's length and evaluation points may change, so a run can be extended.)"""
+def initial_set_digest(synset: SyntheticSet) -> str:
+    """16 hex digits of the set's images, labels and selection mask, to the bit."""
     h = hashlib.sha256()
     for t in (synset.images, synset.labels, synset.is_selected):
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _config_record(config: MatchConfig, loop: LoopConfig, synset: SyntheticSet) -> dict:
+    """What a checkpoint must agree on to be resumed: the maths, the seed and the initial set.
+    (The loop's length and evaluation points may change, so a run can be extended.)"""
     return {"match": asdict(config), "seed": loop.seed, "n": len(synset),
             "selected": synset.num_selected, "soft": synset.soft, "syn_lr": synset.syn_lr,
-            "initial_set": h.hexdigest()[:16]}
+            "initial_set": initial_set_digest(synset)}
 
 
 def _save_checkpoint(folder: Path, state: _State, record: dict) -> None:

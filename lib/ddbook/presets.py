@@ -578,8 +578,8 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
     ``reproduce``; a one-off run needs ``overwrite=True``, the command line's ``--overwrite``).
 
     Data -> experts (trained, or found in the cache) -> initial set -> distill (resumable in
-    ``folder``, default ``<cache>/distill/<name>-<profile>-<hash>``) -> evaluation curve ->
-    results: the loss curve, the evaluation curve, the result at the declared (final) iteration
+    ``folder``, default ``<cache>/distill/<name>-<profile>-<hash>-<initial set digest>``) ->
+    evaluation curve -> results: the loss curve, the evaluation curve, the result at the declared (final) iteration
     and, labelled, the best over checkpoints; the final set as ``synset_final.pt`` in the folder.
     ``result_name`` names the results file (the pages' runs, ``ddbook.figures``).
     ``baseline_lr``: also evaluate the *initial* set by the preset's protocol with this fixed
@@ -592,7 +592,7 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
     """
     from . import paths
     from .experts import train_experts
-    from .matching import distill
+    from .matching import distill, initial_set_digest
     from .results import Timer, check_replace, check_writable, save_result
     from .train import default_device
 
@@ -609,8 +609,11 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
                                data[6], num_classes=data[0].num_classes, device=device)
         synset, info = _initial_set(preset, data, buffer)
         cache = folder is None
+        # keyed by the initial set too: one made through a network (DATM's soft labels and
+        # selection) differs in its last bits on another CPU or with other kernels
+        # (ddbook.ckernels), and must not meet that other set's checkpoint
         folder = folder or paths.cache_dir() / "distill" / \
-            f"{preset.name}-{profile}-{preset_hash(preset)}"
+            f"{preset.name}-{profile}-{preset_hash(preset)}-{initial_set_digest(synset)[:8]}"
         evaluate = _evaluator(preset, data, device)
         result = distill(synset, buffer, preset.match, preset.loop, evaluate=evaluate,
                          folder=folder, device=device, stop_after=stop_after, cache=cache)
