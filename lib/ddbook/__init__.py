@@ -19,7 +19,8 @@ Notebooks import from here and never redefine library functions. Modules, one jo
 - :mod:`ddbook.coverage`, :mod:`ddbook.feature_net`, :mod:`ddbook.analysis` — coverage of the test
   set (our operationalisation), the feature network, t-SNE and per-example gradient norms
 - :mod:`ddbook.matching` (+ :mod:`ddbook.fused`, its CPU kernels), :mod:`ddbook.presets` — the
-  trajectory-matching engine and the published settings as data
+  trajectory-matching engine and the published settings as data; :mod:`ddbook.ckernels` — the
+  ConvNet block tail as C loops on the CPU (``DDBOOK_KERNELS``), for students and networks alike
 - :mod:`ddbook.figures` — one module per book page (plan, run, load, verdicts), auto-discovered;
   :mod:`ddbook.reference` — the papers' numbers
 - :mod:`ddbook.plotting` — the book's figures (imported on demand: it pulls in matplotlib)
