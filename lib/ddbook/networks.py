@@ -240,7 +240,7 @@ class _ReLUPool(torch.autograd.Function):
 
 class _BatchReLUPool(torch.autograd.Function):
     """``avg_pool2d(relu(batch_norm(x)), 2)`` on the batch's statistics for channels-last CPU
-    activations, through the C loops of ``ddbook.ckernels`` (two passes for the statistics, one
+    activations, through the C loops of ``ddbook.ckernels`` (one pass for the statistics, one
     for the output; the backward two): the block tail of a ConvNet-BN network in training. The
     running statistics are updated by the caller from the returned mean and variance. A
     create_graph backward recomputes the block with the stock ops and differentiates that."""
