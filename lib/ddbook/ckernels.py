@@ -1,4 +1,4 @@
-"""The C loops of the distillation student's block tail (``_tail.c``), built on first use.
+"""A ConvNet block's norm -> ReLU -> 2x2 pool tail as C loops (``_tail.c``), built on first use.
 
 ``ddbook.fused._NormReLUPool`` (norm -> ReLU -> 2x2 mean pool, instance or batch norm) and its
 first and second derivatives are long chains of full-size elementwise torch ops: about a third of
@@ -14,8 +14,10 @@ cache folder, and called through ctypes: no Python headers, no build step at ins
 - ``c``: the C loops, or a clear error when they cannot be built;
 - ``torch``: the torch ops (``ddbook.fused``), as before these loops existed.
 
-Which one ran is part of every result's provenance (:func:`describe`). They are used only for
-contiguous float32 CPU tensors; CUDA and other dtypes always take the torch ops. The loops are
+The same file has the tail of ConvNet networks in training (``ddbook.networks``: batch norm
+channels-last, instance norm NCHW; first derivative only). Which one ran is part of every
+result's provenance (:func:`describe`). They are used only for contiguous float32 CPU tensors;
+CUDA and other dtypes always take the torch ops. The loops are
 single-threaded (the book's CPU runs are one process per core): tests/test_ckernels.py checks
 them against the torch ops to float tolerance.
 """
@@ -41,6 +43,7 @@ _SOURCE = Path(__file__).with_name("_tail.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-shared",
           "-fPIC"]
 _MODES = ("auto", "c", "torch")
+_CL = torch.channels_last
 
 
 class KernelBuildError(RuntimeError):
@@ -164,9 +167,6 @@ def usable(*tensors: torch.Tensor | None, channels_last: bool = False) -> bool:
                 or not t.is_contiguous(memory_format=layout)):
             return False
     return library() is not None
-
-
-_CL = torch.channels_last
 
 
 def _p(t: torch.Tensor | None) -> int | None:

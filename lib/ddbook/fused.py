@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ckernels
-from .networks import ConvNet
+from .networks import ConvNet, _unpool2
 
 __all__ = ["convnet_plan"]
 
@@ -37,13 +37,6 @@ def _pool2(x: torch.Tensor) -> torch.Tensor:
     """2x2 mean pooling of (B, C, H, W), H and W even, as two strided adds (fast on the CPU)."""
     rows = x[:, :, 0::2] + x[:, :, 1::2]                       # (B, C, H/2, W)
     return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)      # (B, C, H/2, W/2)
-
-
-def _unpool2(grad: torch.Tensor) -> torch.Tensor:
-    """The adjoint of _pool2: each value, times 1/4, copied to its 2x2 block (W first, then H)."""
-    n, c, h, w = grad.shape
-    row = (grad * 0.25).unsqueeze(-1).expand(n, c, h, w, 2).reshape(n, c, h, 2 * w)
-    return row.unsqueeze(3).expand(n, c, h, 2, 2 * w).reshape(n, c, 2 * h, 2 * w)
 
 
 class _AvgPool2(torch.autograd.Function):

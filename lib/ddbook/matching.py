@@ -434,12 +434,13 @@ def _load_checkpoint(folder: Path, state: _State, record: dict, cache: bool = Fa
         set_aside(path, f"an unreadable distillation checkpoint ({type(e).__name__})",
                   "the run starts again from iteration 0")
         return False
-    if config != json.loads(json.dumps(record, sort_keys=True)):
+    want = json.loads(json.dumps(record, sort_keys=True))
+    if config != want:
         if cache:
             from .experts import set_aside
             what = ("a checkpoint of a run from another initial set (made on another CPU or with "
-                    "other kernels)" if config.get("match") == json.loads(json.dumps(
-                        record, sort_keys=True)).get("match") else "a checkpoint of another run")
+                    "other kernels)" if config.get("match") == want["match"]
+                    else "a checkpoint of another run")
             set_aside(path, what, "the run starts again from iteration 0")
             return False
         raise ValueError(f"{path} belongs to a run with another config; use another folder or "
@@ -495,8 +496,8 @@ def distill(synset: SyntheticSet, buffer: ExpertBuffer, config: MatchConfig,
     A checkpoint in ``folder`` made by another run (another configuration, seed or initial set) is
     refused with a ValueError; with ``cache=True`` (``folder`` is the library's own cache folder,
     keyed by the configuration) it is set aside as ``checkpoint.pt.corrupt`` and the run starts
-    from iteration 0: there the initial set is what differs, computed through a network on another
-    CPU or with other kernels (``ddbook.ckernels``; e.g. DATM's soft labels), in the last bits.
+    from iteration 0: there what differs is the initial set, e.g. one computed through a network
+    on another CPU or with other kernels (``ddbook.ckernels``) when the folder's key omits it.
     Used in: presets.run_preset, selmatch_scale.run_piece (coverage during distillation), the
     distillation notebooks.
     """

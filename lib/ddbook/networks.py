@@ -108,6 +108,14 @@ def _avg_pool2(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
+def _unpool2(grad: torch.Tensor) -> torch.Tensor:
+    """The adjoint of 2x2 mean pooling on NCHW: each value, times 1/4, copied to its 2x2 block
+    (W first, then H)."""
+    n, c, h, w = grad.shape
+    row = (grad * 0.25).unsqueeze(-1).expand(n, c, h, w, 2).reshape(n, c, h, 2 * w)
+    return row.unsqueeze(3).expand(n, c, h, 2, 2 * w).reshape(n, c, 2 * h, 2 * w)
+
+
 def _relu_pool_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Gradient (N, C, H, W) wrt the input of ``_avg_pool2(relu(.))``; ``out`` is relu's input
     or output (only where it is > 0 is read)."""
@@ -196,10 +204,7 @@ class _InstanceReLUPoolC(torch.autograd.Function):
             return None, None, None, None
         x, weight, _, mean, rstd, mask = ctx.saved_tensors
         if torch.is_grad_enabled():   # create_graph: differentiable maths, as _InstanceReLUPool
-            n, c, h, w = x.shape
-            g = (grad * 0.25).unsqueeze(-1).expand(n, c, h // 2, w // 2, 2).reshape(
-                n, c, h // 2, w).unsqueeze(3).expand(n, c, h // 2, 2, w).reshape(n, c, h, w)
-            return (*_instance_norm_backward(g * mask, x, weight, ctx.eps), None)
+            return (*_instance_norm_backward(_unpool2(grad) * mask, x, weight, ctx.eps), None)
         return (*ckernels.tail_backward(grad, x, weight, mean, rstd, mask, False), None)
 
 

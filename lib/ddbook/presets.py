@@ -579,8 +579,8 @@ def run_preset(name: str | Preset, profile: str, *, device=None, overrides: dict
 
     Data -> experts (trained, or found in the cache) -> initial set -> distill (resumable in
     ``folder``, default ``<cache>/distill/<name>-<profile>-<hash>-<initial set digest>``) ->
-    evaluation curve -> results: the loss curve, the evaluation curve, the result at the declared (final) iteration
-    and, labelled, the best over checkpoints; the final set as ``synset_final.pt`` in the folder.
+    evaluation curve -> results: the loss curve, the evaluation curve, the result at the declared
+    (final) iteration and, labelled, the best over checkpoints; the final set as ``synset_final.pt`` in the folder.
     ``result_name`` names the results file (the pages' runs, ``ddbook.figures``).
     ``baseline_lr``: also evaluate the *initial* set by the preset's protocol with this fixed
     learning rate (MTT's random-real baseline: the DC/DSA protocol's lr 0.01), recorded apart.

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import paths
+from . import ckernels, paths
 from .profiles import get_profile
 
 __all__ = ["Result", "StaleResultError", "CorruptResultError", "ResultConflictError",
@@ -168,12 +168,6 @@ def describe_device(device: str | torch.device | None = None) -> str:
     except (OSError, StopIteration):
         pass
     return f"cpu: {cpu}, {torch.get_num_threads()} threads"
-
-
-def _kernels(device) -> str:
-    """What computed the distillation student's block tails (``ddbook.ckernels``)."""
-    from . import ckernels
-    return ckernels.describe(device)
 
 
 class Timer:
@@ -311,8 +305,9 @@ def save_result(name: str, profile: str, data: dict, config: dict, seeds, wall_t
     record["provenance"] = {
         **git_state(), "profile": profile, "config": _jsonable(config),
         "config_hash": config_hash(config), "seeds": _jsonable(seeds),
-        "device": describe_device(device), "kernels": _kernels(device),
-        "torch": torch.__version__, "python": sys.version.split()[0], "wall_time_s": round(float(wall_time), 3),
+        "device": describe_device(device), "kernels": ckernels.describe(device),
+        "torch": torch.__version__, "python": sys.version.split()[0],
+        "wall_time_s": round(float(wall_time), 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     text = json.dumps(record, indent=1, sort_keys=False, allow_nan=False).encode() + b"\n"
