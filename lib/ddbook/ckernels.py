@@ -1,25 +1,30 @@
-"""A ConvNet block's norm -> ReLU -> 2x2 pool tail as C loops (``_tail.c``), built on first use.
+"""A ConvNet block's norm -> ReLU -> 2x2 pool tail (``_tail.c``) and the first layer's 3x3
+convolution of few input channels (``_conv.c``) as C loops, built on first use.
 
 ``ddbook.fused._NormReLUPool`` (norm -> ReLU -> 2x2 mean pool, instance or batch norm) and its
 first and second derivatives are long chains of full-size elementwise torch ops: about a third of
 a width-32 distillation iteration on the CPU (benchmarks/README.md, ``profile_distill.py``).
-``_tail.c`` computes each of the three in two or three passes over its planes. It is compiled
-once per source, compiler and CPU with the system C compiler (``$CC``, else ``cc``) into the
-cache folder, and called through ctypes: no Python headers, no build step at install.
+``_tail.c`` computes each of the three in two or three passes over its planes. ``_conv.c`` has
+the convolution on 1-4 input channels (RGB images) and its two adjoints, which the native NCHW
+kernels compute at a quarter to a half of the machine's peak in a distillation iteration's
+double backward (``fused._Conv3x3``). Both are compiled once per source, compiler and CPU with
+the system C compiler (``$CC``, else ``cc``) into the cache folder, and called through ctypes: no
+Python headers, no build step at install.
 
 ``DDBOOK_KERNELS`` chooses:
 
 - ``auto`` (default): the C loops when they build, else the torch ops, with one warning that
   says why (the maths is the same; only the rounding differs);
 - ``c``: the C loops, or a clear error when they cannot be built;
-- ``torch``: the torch ops (``ddbook.fused``), as before these loops existed.
+- ``torch``: the torch ops (``ddbook.fused``, ``F.conv2d``), as before these loops existed.
 
 The same file has the tail of ConvNet networks in training (``ddbook.networks``: batch norm
-channels-last, instance norm NCHW; first derivative only). Which one ran is part of every
-result's provenance (:func:`describe`). They are used only for contiguous float32 CPU tensors;
-CUDA and other dtypes always take the torch ops. The loops are
-single-threaded (the book's CPU runs are one process per core): tests/test_ckernels.py checks
-them against the torch ops to float tolerance.
+channels-last, instance norm NCHW; first derivative only); training keeps the native
+convolutions (measured no slower there: no input gradient is taken). Which one ran is part of
+every result's provenance (:func:`describe`). They are used only for contiguous float32 CPU
+tensors; CUDA and other dtypes always take the torch ops. The loops are single-threaded (the
+book's CPU runs are one process per core): tests/test_ckernels.py checks them against the torch
+ops to float tolerance.
 """
 from __future__ import annotations
 
@@ -37,9 +42,10 @@ from pathlib import Path
 import torch
 
 __all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backward",
-           "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "KernelBuildError"]
+           "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "conv3_forward",
+           "conv3_grad_input", "conv3_grad_weight", "KernelBuildError"]
 
-_SOURCE = Path(__file__).with_name("_tail.c")
+_SOURCES = [Path(__file__).with_name(f) for f in ("_tail.c", "_conv.c")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-shared",
           "-fPIC"]
 _MODES = ("auto", "c", "torch")
@@ -80,7 +86,7 @@ def _compiler() -> tuple[str, str]:
 def _build() -> ctypes.CDLL:
     from .paths import cache_dir
     cc, version = _compiler()
-    source = _SOURCE.read_bytes()
+    source = b"\0".join(f.read_bytes() for f in _SOURCES)
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(_FLAGS).encode(),
                                      _cpu().encode(), sys.platform.encode()])).hexdigest()[:16]
     folder = cache_dir() / "kernels"
@@ -90,10 +96,10 @@ def _build() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".tail-{key}.", suffix=".so")
         os.close(fd)
         try:
-            run = subprocess.run([cc, *_FLAGS, "-o", tmp, str(_SOURCE), "-lm"],
+            run = subprocess.run([cc, *_FLAGS, "-o", tmp, *map(str, _SOURCES), "-lm"],
                                  capture_output=True, text=True, timeout=300)
             if run.returncode != 0:
-                raise KernelBuildError(f"{cc} failed on {_SOURCE.name}: "
+                raise KernelBuildError(f"{cc} failed on {' '.join(f.name for f in _SOURCES)}: "
                                        f"{(run.stderr or run.stdout).strip()[-800:]}")
             os.replace(tmp, target)   # whole or not at all; two builders write the same file
         finally:
@@ -106,8 +112,12 @@ def _build() -> ctypes.CDLL:
     lib.ddb_tail_double_backward.argtypes = [i64] * 4 + [c_int] + [ptr] * 12
     lib.ddb_bn_cl_forward.argtypes = [i64] * 4 + [ptr, ptr, ptr, dbl] + [ptr] * 5
     lib.ddb_bn_cl_backward.argtypes = [i64] * 4 + [ptr] * 9
+    lib.ddb_conv3_forward.argtypes = [i64] * 5 + [ptr] * 4
+    lib.ddb_conv3_grad_input.argtypes = [i64] * 5 + [ptr] * 3
+    lib.ddb_conv3_grad_weight.argtypes = [i64] * 5 + [ptr] * 4
     for f in (lib.ddb_tail_forward, lib.ddb_tail_backward, lib.ddb_tail_double_backward,
-              lib.ddb_bn_cl_forward, lib.ddb_bn_cl_backward):
+              lib.ddb_bn_cl_forward, lib.ddb_bn_cl_backward, lib.ddb_conv3_forward,
+              lib.ddb_conv3_grad_input, lib.ddb_conv3_grad_weight):
         f.restype = c_int
     lib.ddbook_version = version
     return lib
@@ -151,7 +161,8 @@ def describe(device: str | torch.device | None = None) -> str:
         return f"unusable ({e})"
     if lib is None:
         return "torch ops (ddbook.fused)"
-    return f"C loops (ddbook/_tail.c, {lib.ddbook_version}, {' '.join(_FLAGS[:2])})"
+    return (f"C loops (ddbook/_tail.c, _conv.c, {lib.ddbook_version}, "
+            f"{' '.join(_FLAGS[:2])})")
 
 
 def usable(*tensors: torch.Tensor | None, channels_last: bool = False) -> bool:
@@ -235,3 +246,30 @@ def bn_cl_backward(grad, x, weight, mean, rstd, mask):
     _check(library().ddb_bn_cl_backward(n, c, h, w, _p(grad), _p(x), _p(weight), _p(mean),
                                         _p(rstd), _p(mask), _p(g_x), _p(g_w), _p(g_b)))
     return g_x, g_w, g_b
+
+
+def conv3_forward(x, weight, bias):
+    """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 kernel, NCHW (``_conv.c``)."""
+    n, c, h, w = x.shape
+    y = x.new_empty((n, weight.shape[0], h, w))
+    _check(library().ddb_conv3_forward(n, c, weight.shape[0], h, w, _p(x), _p(weight),
+                                       _p(bias), _p(y)))
+    return y
+
+
+def conv3_grad_input(grad, weight):
+    """The gradient wrt the input of :func:`conv3_forward` from its output's gradient."""
+    n, o, h, w = grad.shape
+    gx = grad.new_empty((n, weight.shape[1], h, w))
+    _check(library().ddb_conv3_grad_input(n, weight.shape[1], o, h, w, _p(grad), _p(weight),
+                                          _p(gx)))
+    return gx
+
+
+def conv3_grad_weight(x, grad):
+    """The gradients wrt the (O, C, 3, 3) weight and the (O,) bias of :func:`conv3_forward`."""
+    n, c, h, w = x.shape
+    o = grad.shape[1]
+    gw, gb = x.new_empty((o, c, 3, 3)), x.new_empty(o)
+    _check(library().ddb_conv3_grad_weight(n, c, o, h, w, _p(x), _p(grad), _p(gw), _p(gb)))
+    return gw, gb

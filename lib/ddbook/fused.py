@@ -11,7 +11,10 @@ written-out formulas:
 - ``_Norm`` (+ ``_NormBackward``): instance norm, or batch norm on the batch's statistics, with
   its first and second derivatives in closed form;
 - ``_NormReLUPool`` (+ ``_NormReLUPoolBackward``): norm -> ReLU -> 2x2 mean pool fused in one op
-  (the tail of every ConvNet block).
+  (the tail of every ConvNet block);
+- ``_Conv3x3`` (+ ``_Conv3x3GradInput``, ``_Conv3x3GradWeight``): the 3x3 convolution of few
+  input channels (the first layer on RGB images) through the C loops of ``_conv.c``, each
+  derivative again one of the three.
 
 ``convnet_plan(model)`` turns a ConvNet into a list of functional ops over a parameter dict
 (fused where the pattern allows, stock ``torch.nn.functional`` otherwise), or None when a layer is
@@ -225,6 +228,109 @@ class _NormReLUPoolBackward(torch.autograd.Function):
         return _pool2(g_gy * mask), g_z, g_w, None, None, None, None
 
 
+def _wanted(ctx, i: int) -> bool:
+    """Whether input ``i``'s gradient will be used by the running backward pass: a custom
+    Function's ``needs_input_grad`` says only that the input requires grad, while the engine
+    skips the paths ``autograd.grad`` does not ask for (the unroll asks for the student's
+    parameters only, not for its input images)."""
+    if not ctx.needs_input_grad[i]:
+        return False
+    node = ctx.next_functions[i][0]
+    try:
+        return node is None or torch._C._will_engine_execute_node(node)
+    except RuntimeError:   # a leaf under autograd.grad(): the engine cannot tell
+        return True
+
+
+class _Conv3x3(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias, padding=1)`` for 3x3 kernels through the C loops of
+    ``_conv.c`` (``bias`` may be None). Each derivative is again one of the three loops
+    (``_Conv3x3GradInput``, ``_Conv3x3GradWeight``), so every order of differentiation runs
+    through them; the gradients a backward pass will not use are not computed."""
+
+    @staticmethod
+    def forward(x, weight, bias):
+        return ckernels.conv3_forward(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1])
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad is None:
+            return None, None, None
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        gx = _Conv3x3GradInput.apply(grad, weight) if _wanted(ctx, 0) else None
+        want_w, want_b = _wanted(ctx, 1), _wanted(ctx, 2)
+        gw, gb = _Conv3x3GradWeight.apply(x, grad) if want_w or want_b else (None, None)
+        return gx, gw if want_w else None, gb if want_b else None
+
+
+class _Conv3x3GradInput(torch.autograd.Function):
+    """gx: the adjoint in x of the 3x3 convolution applied to ``grad``."""
+
+    @staticmethod
+    def forward(grad, weight):
+        return ckernels.conv3_grad_input(grad, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, a):   # <a, gi(g, w)> = <conv(a, w), g> = <w, gw(a, g)>
+        if a is None:
+            return None, None
+        grad, weight = ctx.saved_tensors
+        a = a.contiguous()
+        g_grad = _Conv3x3.apply(a, weight, None) if _wanted(ctx, 0) else None
+        g_w = _Conv3x3GradWeight.apply(a, grad)[0] if _wanted(ctx, 1) else None
+        return g_grad, g_w
+
+
+class _Conv3x3GradWeight(torch.autograd.Function):
+    """(gw, gb): the gradients wrt the 3x3 convolution's weight and bias, from its input x and
+    ``grad``."""
+
+    @staticmethod
+    def forward(x, grad):
+        return ckernels.conv3_grad_weight(x, grad)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, a_w, a_b):
+        # <a_w, gw(x, g)> + <a_b, gb(g)> = <conv(x, a_w) + a_b, g> = <x, gi(g, a_w)> + <a_b, gb>
+        if a_w is None and a_b is None:
+            return None, None
+        x, grad = ctx.saved_tensors
+        g_x = g_grad = None
+        if a_w is not None and _wanted(ctx, 0):
+            g_x = _Conv3x3GradInput.apply(grad, a_w.contiguous())
+        if _wanted(ctx, 1):
+            a_w = (x.new_zeros((grad.shape[1], x.shape[1], 3, 3)) if a_w is None
+                   else a_w.contiguous())
+            g_grad = _Conv3x3.apply(x, a_w, None if a_b is None else a_b.contiguous())
+        return g_x, g_grad
+
+
+def _conv_c(m: nn.Module) -> bool:
+    """True for a conv that the C loops compute: 3x3, stride 1, padding 1, few input channels."""
+    return (type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.stride == (1, 1)
+            and m.padding == (1, 1) and m.dilation == (1, 1) and m.groups == 1
+            and m.padding_mode == "zeros" and m.in_channels <= C_CONV_MAX_CHANNELS)
+
+
+C_CONV_MAX_CHANNELS = 4   # wider inputs keep oneDNN, near the sgemm peak there (benchmarks/)
+
+
 def _avg_pool(x: torch.Tensor) -> torch.Tensor:
     if x.device.type == "cpu" and x.is_contiguous() and x.shape[-1] % 2 == 0 == x.shape[-2] % 2:
         return _AvgPool2.apply(x)  # avg_pool2d's CPU kernels are slow on NCHW (~5x a copy)
@@ -235,7 +341,11 @@ def _layer_op(m: nn.Module, name: str) -> Callable | None:
     """``op(params, x)`` computing module ``m`` (parameters under ``name.``), or None if unknown."""
     w, b = f"{name}.weight", f"{name}.bias"
     if type(m) is nn.Conv2d:
-        return lambda p, x: F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
+        def conv(p, x):
+            if _conv_c(m) and ckernels.usable(x, p[w], p[b]):
+                return _Conv3x3.apply(x, p[w], p[b])
+            return F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
+        return conv
     if type(m) is nn.GroupNorm and m.affine and m.num_groups == m.num_channels:
         return lambda p, x: _Norm.apply(x, p[w], p[b], m.eps, False)[0]
     if type(m) is nn.GroupNorm and m.affine:
