@@ -9,7 +9,10 @@ iteration at the quick settings, side by side in one run:
   ``F.batch_norm`` / ReLU / pooling (batch norm switched off in ``fused``'s pattern matcher, as
   ``bench_norm_tail.py``); instance norm had the fused tail already then;
 - ``torch``: the fused tail as torch ops (``DDBOOK_KERNELS=torch``);
-- ``c``: the fused tail as C loops (``DDBOOK_KERNELS=c``).
+- ``c-tail``: the fused tail as C loops, the convolutions the native ones (``DDBOOK_KERNELS=c``
+  with ``fused.C_CONV_MAX_CHANNELS = 0``: the C loops as of session 21);
+- ``c``: the fused tail and the first layer's 3-channel convolution (``ddbook/_conv.c``) as C
+  loops (``DDBOOK_KERNELS=c``).
 
 Settings: ``--network ConvNetBN`` is SelMatch's scale model (IPC 25 / 50 / 100, one pass over the
 set per iteration, batch = set / N); ``--network ConvNet`` is MTT / DATM at quick (instance norm,
@@ -22,6 +25,15 @@ rounds x timed iterations, with its range; peak RSS per worker.
         --json benchmarks/results/ckernels-bn.json
     OMP_NUM_THREADS=1 python benchmarks/bench_ckernels.py --network ConvNet --ipcs 10 \\
         --json benchmarks/results/ckernels-in.json
+
+``--interleaved R`` instead runs the variants but ``stock`` in ONE process, one iteration each in
+turn (order alternating), R rounds after a warm-up iteration each, on the same distillation
+(``DDBOOK_KERNELS`` and ``fused.C_CONV_MAX_CHANNELS`` are read at every call): a drift of this
+shared VM then falls on all alike, and a ratio is the median of the per-round ratios. Peak
+memory is not separated there (one process).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ckernels.py --network ConvNet --ipcs 10 \\
+        --interleaved 15 --json benchmarks/results/conv-in-interleaved.json
 """
 from __future__ import annotations
 
@@ -60,10 +72,71 @@ def time_distill(args, network: str, batch: int) -> None:
     report(cpu, args.warmup)
 
 
+def interleaved(args, network: str, ipc: int, variants: tuple) -> dict:
+    """CPU seconds of one iteration per variant per round, all in this process."""
+    import torch
+
+    from bench_distill import _fake_buffer, _synset
+    from ddbook import fused, matching
+    torch.set_num_threads(1)
+    n = 10 * ipc
+    batch = n if network == "ConvNet" else n // args.syn_steps
+    cfg = matching.MatchConfig(syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=1,
+                               batch_syn=batch, lr_img=100.0, lr_lr=1e-5)
+    loop = matching.LoopConfig(iterations=1, eval_every=None)
+    times = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as folder:
+        buffer = _fake_buffer(folder, args.width, network=network)
+        synset = _synset(ipc)
+
+        def one(v: str) -> float:
+            os.environ["DDBOOK_KERNELS"] = "torch" if v == "torch" else "c"
+            fused.C_CONV_MAX_CHANNELS = 0 if v == "c-tail" else 4
+            t = time.process_time()
+            matching.distill(synset, buffer, cfg, loop, device="cpu")
+            return time.process_time() - t
+        for v in variants:
+            one(v)   # warm-up
+        for r in range(args.interleaved):
+            for v in (variants if r % 2 == 0 else variants[::-1]):
+                times[v].append(one(v))
+            print(f"round {r}: " + ", ".join(f"{v} {times[v][-1]:.3f}" for v in variants),
+                  file=sys.stderr, flush=True)
+    return times
+
+
+def report_interleaved(args, variants: tuple) -> int:
+    q = lambda v: statistics.quantiles(v, n=4)   # noqa: E731
+    out, t0, load0 = [], time.time(), os.getloadavg()[0]
+    for ipc in [int(i) for i in args.ipcs.split(",")]:
+        times = interleaved(args, args.network, ipc, variants)
+        last = variants[-1]
+        ratios = {v: [a / b for a, b in zip(times[v], times[last])] for v in variants[:-1]}
+        out.append({"ipc": ipc, "cpu_s": times, "ratios_to_" + last: ratios})
+        print(f"\n{args.network} width {args.width}, IPC {ipc}, N = {args.syn_steps}; one process, "
+              f"{args.interleaved} interleaved rounds; load average {load0:.1f} before, "
+              f"{os.getloadavg()[0]:.1f} after; {time.time() - t0:.0f} s\n")
+        print("| variant | CPU s/iteration, median (quartiles) | × " + last + ", median of "
+              "per-round ratios (quartiles) |\n| --- | --- | --- |")
+        for v in variants:
+            r = ratios.get(v)
+            cell = f"**{statistics.median(r):.2f}** ({q(r)[0]:.2f}-{q(r)[2]:.2f})" if r else "1"
+            print(f"| {v} | {statistics.median(times[v]):.3f} ({q(times[v])[0]:.3f}-"
+                  f"{q(times[v])[2]:.3f}) | {cell} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                       "load_before": load0, "args": vars(args), "rows": out}, fh, indent=1)
+    return 0
+
+
 def worker(args) -> None:
     import torch
     torch.set_num_threads(1)
-    os.environ["DDBOOK_KERNELS"] = "c" if args.worker == "c" else "torch"
+    os.environ["DDBOOK_KERNELS"] = "c" if args.worker in ("c", "c-tail") else "torch"
+    if args.worker == "c-tail":
+        from ddbook import fused
+        fused.C_CONV_MAX_CHANNELS = 0
     if args.worker == "stock":
         from bench_norm_tail import _use_stock_batch_norm
         _use_stock_batch_norm()
@@ -75,11 +148,16 @@ def main(argv=None) -> int:
     p = parser(__doc__, sizes_help="set sizes per class", timed=3)
     p.add_argument("--syn-steps", type=int, default=10)
     p.add_argument("--network", default="ConvNetBN", choices=("ConvNetBN", "ConvNet"))
+    p.add_argument("--interleaved", type=int, default=0, metavar="R",
+                   help="R rounds of torch / c-tail / c in one process instead")
     args = p.parse_args(argv)
+    if args.interleaved:
+        return report_interleaved(args, ("torch", "c-tail", "c"))
     if args.worker:
         worker(args)
         return 0
-    variants = ("stock", "torch", "c") if args.network == "ConvNetBN" else ("torch", "c")
+    variants = ("torch", "c-tail", "c")
+    variants = ("stock", *variants) if args.network == "ConvNetBN" else variants
     rows, load0, t0 = run_rounds(__file__, variants, args, ("syn_steps", "network"))
     norm = "batch" if args.network == "ConvNetBN" else "instance"
     print(f"\n{args.network} ({norm} norm) width {args.width}, N = {args.syn_steps}, M = 2, DSA; "

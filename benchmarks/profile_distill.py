@@ -7,7 +7,12 @@ whole gradient computation, whose remainder is the meta-backward, the snapshot r
 the iteration is the optimiser steps and bookkeeping. Then torch.profiler's top operators over the
 same iterations (self CPU time). Prints markdown tables.
 
+``--by-shape`` times instead every aten call and C-loop call of ``--iterations`` iterations by
+its wall clock, grouped by operator and input shapes (a ``TorchDispatchMode``; torch.profiler's
+self times, with shapes recorded, moved whole milliseconds between neighbouring operators here).
+
     python benchmarks/profile_distill.py --iterations 4
+    python benchmarks/profile_distill.py --iterations 3 --by-shape --top 24
 """
 from __future__ import annotations
 
@@ -17,9 +22,27 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_distill import _fake_buffer, _synset  # noqa: E402
+
+
+@contextmanager
+def _distiller(args):
+    """``run(n)``: n iterations of one distillation at the options' settings (a random expert
+    trajectory in a temporary folder)."""
+    from ddbook import matching
+    cfg = matching.MatchConfig(syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=1,
+                               batch_syn=args.batch_syn, lr_img=100.0, lr_lr=1e-5)
+    with tempfile.TemporaryDirectory() as folder:
+        buffer = _fake_buffer(folder, args.width, network=args.network)
+
+        def run(n):
+            return matching.distill(_synset(args.ipc), buffer, cfg,
+                                    matching.LoopConfig(iterations=n, eval_every=None),
+                                    device="cpu")
+        yield run
 
 
 def main() -> None:
@@ -31,7 +54,13 @@ def main() -> None:
     p.add_argument("--ipc", type=int, default=10, help="images per class of the set")
     p.add_argument("--batch-syn", type=int, default=None,
                    help="images per student step (default: the whole set)")
+    p.add_argument("--by-shape", action="store_true",
+                   help="wall time per (operator, input shapes) instead of the phases")
+    p.add_argument("--top", type=int, default=24, help="rows of the --by-shape table")
     args = p.parse_args()
+    if args.by_shape:
+        by_shape(args)
+        return
     import torch
     from torch.profiler import profile
 
@@ -53,15 +82,7 @@ def main() -> None:
                                    matching.matching_loss)
     matching.matching_grads = timed("gradients (all)", matching.matching_grads)
     ExpertBuffer.snapshot = timed("expert snapshots (read)", ExpertBuffer.snapshot)
-    cfg = matching.MatchConfig(syn_steps=args.syn_steps, expert_epochs=2, max_start_epoch=1,
-                               batch_syn=args.batch_syn, lr_img=100.0, lr_lr=1e-5)
-    with tempfile.TemporaryDirectory() as folder:
-        buffer = _fake_buffer(folder, args.width, network=args.network)
-
-        def run(n):
-            return matching.distill(_synset(args.ipc), buffer, cfg,
-                                    matching.LoopConfig(iterations=n, eval_every=None),
-                                    device="cpu")
+    with _distiller(args) as run:
         run(1)  # warm-up
         spent.clear()
         t = time.process_time()
@@ -86,6 +107,62 @@ def main() -> None:
           "| --- | --- | --- |")
     for e in events[:14]:
         print(f"| `{e.key}` | {100 * e.self_cpu_time_total / whole:.1f} % | {e.count // 2} |")
+
+
+def by_shape(args) -> None:
+    """Wall time of every aten call and C-loop call, by (operator, input shapes)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ddbook import ckernels
+    torch.set_num_threads(1)
+    stats = defaultdict(lambda: [0, 0.0])
+
+    def shapes(a):
+        return tuple(tuple(t.shape) for t in a if isinstance(t, torch.Tensor))[:3]
+
+    class Timer(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, a=(), kw=None):
+            t = time.perf_counter()
+            out = func(*a, **(kw or {}))
+            note = ""
+            if func is torch.ops.aten.convolution.default:
+                note = " transposed" if a[6] else ""
+                note += "" if all(x.is_contiguous() for x in a[:2]) else " non-contiguous"
+            elif func is torch.ops.aten.convolution_backward.default:
+                note = " mask " + "".join("1" if m else "0" for m in a[-1])
+            s = stats[(str(func).replace(".default", "") + note, shapes(a))]
+            s[0] += 1
+            s[1] += time.perf_counter() - t
+            return out
+
+    for name in ("tail_forward", "tail_backward", "tail_double_backward", "conv3_forward",
+                 "conv3_grad_input", "conv3_grad_weight"):
+        def timed_c(*a, _f=getattr(ckernels, name), _n=name):
+            t = time.perf_counter()
+            out = _f(*a)
+            s = stats[(f"C {_n}", shapes(a))]
+            s[0] += 1
+            s[1] += time.perf_counter() - t
+            return out
+        setattr(ckernels, name, timed_c)
+    with _distiller(args) as run:
+        run(1)  # warm-up
+        stats.clear()
+        t = time.perf_counter()
+        with Timer():
+            run(args.iterations)
+        wall = (time.perf_counter() - t) / args.iterations
+    k = args.iterations
+    print(f"\nwall s per iteration, timed: {wall:.3f}; DDBOOK_KERNELS="
+          f"{os.environ.get('DDBOOK_KERNELS', 'auto')}; load average {os.getloadavg()[0]:.2f}\n")
+    print("| operator | input shapes | ms / iteration | calls / iteration | ms / call | "
+          "cumulative share |\n| --- | --- | --- | --- | --- | --- |")
+    acc = 0.0
+    for (op, shp), (n, dt) in sorted(stats.items(), key=lambda kv: -kv[1][1])[:args.top]:
+        acc += dt / k
+        print(f"| `{op}` | {' '.join('x'.join(map(str, s)) for s in shp)} | {1e3 * dt / k:.1f} "
+              f"| {n / k:g} | {1e3 * dt / n:.2f} | {100 * acc / wall:.0f} % |")
 
 
 if __name__ == "__main__":
