@@ -102,7 +102,10 @@ pd.DataFrame([{"piece": n, "max final training loss": round(v, 3)}
 # not the same bits, and a comparison between a run there and a run here mixes the ablated change
 # with the machine's. So the page evaluates each source set again here (the `source-here` pieces:
 # same set, protocol and networks' seeds) and pairs every panel with that run; the source page's
-# own run stays beside it. On one machine the two agree to the bit (tested).
+# own run stays beside it. On one machine the two agree to the bit (tested). The kernels are part
+# of the machine in this sense (`DDBOOK_KERNELS`: the C loops and the torch ops round differently),
+# so the table shows them too; a rerun of only some pieces under other kernels pairs across them,
+# and the whole page (or `DDBOOK_KERNELS=torch` for results made before the C loops) avoids it.
 
 # %%
 for ratio, (res, where) in sorted(ab.references(shown).items()):

@@ -310,6 +310,7 @@ def test_page_end_to_end(tiny, cifar10):
     assert refs and all(where == "rerun here" for _, where in refs.values())
     mt = ab.machine_table(loaded)
     assert len(mt) == len(refs) and (mt["paired difference (points)"] == 0).all(), mt
+    assert (mt["source kernels"] == mt["rerun kernels"]).all(), mt
     verdicts = ab.verdicts(loaded)
     assert len(verdicts) == 2 * (1 + 2) + 3 + 2 and all(v.outcome in V.OUTCOMES for v in verdicts)
     assert ab.run(CI, device=CPU) == [], "current pieces are kept"

@@ -406,8 +406,8 @@ def _reference_results(loaded) -> dict:
 
 def machine_table(loaded):
     """Per ratio with both: the source page's evaluation of its set beside this page's rerun of
-    it (same protocol, same networks' seeds), each run's device, and the mean paired difference
-    (points): how far a rerun on this machine moves the reference."""
+    it (same protocol, same networks' seeds), each run's device and kernels, and the mean paired
+    difference (points): how far a rerun on this machine moves the reference."""
     import pandas as pd
     src = _sources_found(loaded)
     rows = []
@@ -419,11 +419,21 @@ def machine_table(loaded):
         rows.append({"ratio": r.data["ratio"],
                      "source page's run (%)": 100 * a.mean(),
                      "source device": s.provenance.get("device", "?"),
+                     "source kernels": _kernels(s),
                      "rerun here (%)": 100 * b.mean(),
                      "rerun device": r.provenance.get("device", "?"),
+                     "rerun kernels": _kernels(r),
                      "paired difference (points)": 100 * float((b - a).mean())
                      if len(a) == len(b) else math.nan})
     return pd.DataFrame(sorted(rows, key=lambda row: row["ratio"]))
+
+
+def _kernels(result) -> str:
+    """What computed a result's block tails and first convolutions on the CPU, in two words
+    (``ddbook.ckernels.describe``; results made before it was recorded used the torch ops):
+    different kernels round differently, like another kind of CPU."""
+    k = result.provenance.get("kernels", "torch ops (not recorded)")
+    return "C loops" if k.startswith("C loops") else k.split(" (")[0]
 
 
 def _mine(loaded, kind: str) -> list:
