@@ -239,3 +239,29 @@ def test_experts_stacked_equal_one_at_a_time_and_resume(sets, tmp_path):
         assert np.allclose(one.info(i)["train_loss"], stacked.info(i)["train_loss"], rtol=1e-4)
     assert not np.allclose(one.trajectory(0)[-1], one.trajectory(1)[-1]), "experts must differ"
     assert one.meta["config"] == stacked.meta["config"], "batched entered the stored config"
+
+
+def test_cuda_check_script_runs_on_the_cpu(tmp_path, monkeypatch):
+    """benchmarks/cuda_check.py is the one command a session lent a GPU runs (issue 15): it must
+    work before that session starts. On the CPU, with the torch ops, its stacked networks equal
+    the ones trained alone as tests above require."""
+    import json
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.setenv("DDBOOK_KERNELS", "torch")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    import cuda_check
+    out = tmp_path / "check.json"
+    assert cuda_check.main(["--device", "cpu", "--epochs", "1", "--steps", "2", "--rounds", "1",
+                            "--iterations", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [e["network"] for e in res["equality"]] == ["ConvNetBN", "ConvNet"]
+    for e in res["equality"]:
+        assert e["max_abs_parameter_difference"] <= 1e-4 * max(1.0, e["largest_abs_parameter"])
+        assert e["test_correctness_agreement"] == 1.0
+    assert all(t["median_img_s"]["stacked"] > 0 and not t["use_batched_auto"]
+               for t in res["timing"]), "on the CPU the automatic choice is off"
+    assert all(d["median_s"] > 0 and d["kernels"].startswith("torch ops") for d in res["distill"])
+    assert res["device"] == "cpu" and sys.version.split()[0] == res["python"]
