@@ -246,3 +246,37 @@ def test_pixel_stats_per_part_and_the_table_note():
     note = _updates_note(R({"updates_per_distilled_image": 500, "pixels": px}))
     assert note.startswith("500 updates per distilled image") and "|x| ≤ 5.0" in note
     assert _updates_note(R({"updates_per_distilled_image": None})) == "not distilled"
+
+
+def test_a_set_is_remade_with_the_kernels_its_result_records(tiny, cifar10, monkeypatch):
+    """The committed quick results predate the C loops (no ``kernels`` in their provenance): a
+    set remade for them (coverage, ablations) must be distilled with the torch ops, the same
+    computation to the bit on the same kind of CPU, not the C loops' rounding."""
+    import os
+    from ddbook import ckernels
+    piece = next(p for p in selmatch_alpha.plan(CI) if p.name == "r0.30_a0.5")
+    assert sc.made_with_kernels(CI, piece) is None, "no result yet"
+    folder = tiny / "cache" / piece.name   # not the machine's cache: this test deletes in it
+    monkeypatch.setattr(sc, "_folder", lambda profile, p: folder)
+    monkeypatch.setenv("DDBOOK_KERNELS", "c")
+    (path,) = selmatch_alpha.run(CI, device="cpu", only="r0.30_a0.5")
+    assert sc.made_with_kernels(CI, piece) == "c"
+    record = json.loads(path.read_text())
+    record["provenance"].pop("kernels")           # as the results made before the C loops
+    path.write_text(json.dumps(record))
+    assert sc.made_with_kernels(CI, piece) == "torch"
+    seen = []
+    real_make = sc._make_set
+    monkeypatch.setattr(sc, "_make_set", lambda *a, **k: seen.append(ckernels.mode())
+                        or real_make(*a, **k))
+    (folder / "synset_final.pt").unlink()   # the cache lost the set and its checkpoint
+    (folder / "checkpoint.pt").unlink()
+    remade = sc.ensure_set(CI, piece)
+    assert seen == ["torch"] and os.environ["DDBOOK_KERNELS"] == "c", "torch within, c after"
+    assert remade.images.shape[0] == 60
+    with sc.kernels_as(None):
+        assert os.environ["DDBOOK_KERNELS"] == "c"
+    monkeypatch.delenv("DDBOOK_KERNELS")
+    with sc.kernels_as("torch"):
+        assert ckernels.mode() == "torch"
+    assert "DDBOOK_KERNELS" not in os.environ

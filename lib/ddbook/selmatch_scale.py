@@ -24,6 +24,7 @@ import math
 import os
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -42,7 +43,7 @@ __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "pa
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
            "calibrate", "correct_mixed", "fig3_rows", "fig3_compatible", "fig3_betas",
            "ALPHA_PAGE", "TABLE1_PAGE", "SNAPSHOTS", "snapshot_every", "piece_folder",
-           "final_set", "snapshots", "ensure_set",
+           "final_set", "snapshots", "ensure_set", "made_with_kernels", "kernels_as",
            "expected_snapshots", "paper_alpha_piece", "ipc_of",
            "fig3_correct", "fig3_random_subset",
            "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
@@ -469,11 +470,43 @@ def snapshots(profile: Profile, piece: Piece) -> dict:
             for it in snapshot_iterations(folder)}
 
 
+def made_with_kernels(profile: Profile, piece: Piece) -> str | None:
+    """The ``DDBOOK_KERNELS`` mode (``"torch"`` or ``"c"``) of the run that made ``piece``'s
+    result, or None without a readable result. Results made before the C loops record no
+    ``kernels``: the torch ops made them."""
+    try:
+        r = load_result(f"{piece.page}/{piece.name}", profile.name, missing_ok=True)
+    except (StaleResultError, OSError):
+        return None
+    if r is None:
+        return None
+    return "c" if r.provenance.get("kernels", "torch ops").startswith("C loops") else "torch"
+
+
+@contextmanager
+def kernels_as(mode: str | None):
+    """``DDBOOK_KERNELS`` set to ``mode`` within the block (None: left as it is), then restored
+    (ddbook.ckernels reads it at every call)."""
+    if mode is None:
+        yield
+        return
+    old = os.environ.get("DDBOOK_KERNELS")
+    os.environ["DDBOOK_KERNELS"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DDBOOK_KERNELS", None)
+        else:
+            os.environ["DDBOOK_KERNELS"] = old
+
+
 def ensure_set(profile: Profile, piece: Piece, data=None, buffer=None, device=None):
     """The final set of ``piece``, remade into its cache folder when it is missing there (a set
     not distilled is rebuilt from its seed; a distillation resumes from its checkpoint, or reruns
     from its seed, with its snapshots): the same set its results were evaluated on, on the same
-    kind of machine (CPU runs are bit-reproducible)."""
+    kind of machine (CPU runs are bit-reproducible), with the kernels its result records
+    (:func:`made_with_kernels`: the C loops and the torch ops round differently)."""
     from .paths import FileLock
     folder = _folder(profile, piece)
     # one process at a time remakes a set: another one that needs it waits, then reads it
@@ -499,8 +532,11 @@ def _ensure_set(profile: Profile, piece: Piece, folder, data, buffer, device):
     data = data or universe(scale)
     if buffer is None and piece.needs_experts:
         buffer = experts(scale, data, device)
-    print(f"remaking the set of {piece.page}/{piece.name} at {profile.name} in the cache")
-    return _make_set(profile, piece, data, buffer, device)[0]
+    made = made_with_kernels(profile, piece)
+    print(f"remaking the set of {piece.page}/{piece.name} at {profile.name} in the cache"
+          + (f" with DDBOOK_KERNELS={made}, as its result was made" if made else ""))
+    with kernels_as(made):
+        return _make_set(profile, piece, data, buffer, device)[0]
 
 
 def expected_snapshots(profile: Profile, piece: Piece) -> list[int]:
