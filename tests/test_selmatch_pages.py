@@ -274,9 +274,9 @@ def test_a_set_is_remade_with_the_kernels_its_result_records(tiny, cifar10, monk
     remade = sc.ensure_set(CI, piece)
     assert seen == ["torch"] and os.environ["DDBOOK_KERNELS"] == "c", "torch within, c after"
     assert remade.images.shape[0] == 60
-    with sc.kernels_as(None):
+    with ckernels.kernels_as(None):
         assert os.environ["DDBOOK_KERNELS"] == "c"
     monkeypatch.delenv("DDBOOK_KERNELS")
-    with sc.kernels_as("torch"):
+    with ckernels.kernels_as("torch"):
         assert ckernels.mode() == "torch"
     assert "DDBOOK_KERNELS" not in os.environ

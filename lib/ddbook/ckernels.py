@@ -37,13 +37,15 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 __all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backward",
            "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "conv3_forward",
-           "conv3_grad_input", "conv3_grad_weight", "KernelBuildError"]
+           "conv3_grad_input", "conv3_grad_weight", "recorded_mode", "kernels_as",
+           "KernelBuildError"]
 
 _SOURCES = [Path(__file__).with_name(f) for f in ("_tail.c", "_conv.c")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-shared",
@@ -163,6 +165,30 @@ def describe(device: str | torch.device | None = None) -> str:
         return "torch ops (ddbook.fused)"
     return (f"C loops (ddbook/_tail.c, _conv.c, {lib.ddbook_version}, "
             f"{' '.join(_FLAGS[:2])})")
+
+
+def recorded_mode(kernels: str | None) -> str:
+    """``"c"`` or ``"torch"``: the mode a result's recorded ``kernels`` (:func:`describe`) names;
+    a result without one was made before the C loops, with the torch ops."""
+    return "c" if (kernels or "").startswith("C loops") else "torch"
+
+
+@contextmanager
+def kernels_as(mode: str | None):
+    """``DDBOOK_KERNELS`` set to ``mode`` within the block (None: left as it is), then restored
+    (:func:`mode` reads it at every call)."""
+    if mode is None:
+        yield
+        return
+    old = os.environ.get("DDBOOK_KERNELS")
+    os.environ["DDBOOK_KERNELS"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("DDBOOK_KERNELS", None)
+        else:
+            os.environ["DDBOOK_KERNELS"] = old
 
 
 def usable(*tensors: torch.Tensor | None, channels_last: bool = False) -> bool:

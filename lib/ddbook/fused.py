@@ -269,17 +269,22 @@ class _Conv3x3(torch.autograd.Function):
         return gx, gw if want_w else None, gb if want_b else None
 
 
-class _Conv3x3GradInput(torch.autograd.Function):
-    """gx: the adjoint in x of the 3x3 convolution applied to ``grad``."""
-
-    @staticmethod
-    def forward(grad, weight):
-        return ckernels.conv3_grad_input(grad, weight)
+class _SavesInputs(torch.autograd.Function):
+    """A Function of two tensors that keeps both for its backward, which gets None (not zeros)
+    for an output whose gradient nothing asked for."""
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
         ctx.set_materialize_grads(False)
+
+
+class _Conv3x3GradInput(_SavesInputs):
+    """gx: the adjoint in x of the 3x3 convolution applied to ``grad``."""
+
+    @staticmethod
+    def forward(grad, weight):
+        return ckernels.conv3_grad_input(grad, weight)
 
     @staticmethod
     def backward(ctx, a):   # <a, gi(g, w)> = <conv(a, w), g> = <w, gw(a, g)>
@@ -292,18 +297,13 @@ class _Conv3x3GradInput(torch.autograd.Function):
         return g_grad, g_w
 
 
-class _Conv3x3GradWeight(torch.autograd.Function):
+class _Conv3x3GradWeight(_SavesInputs):
     """(gw, gb): the gradients wrt the 3x3 convolution's weight and bias, from its input x and
     ``grad``."""
 
     @staticmethod
     def forward(x, grad):
         return ckernels.conv3_grad_weight(x, grad)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-        ctx.set_materialize_grads(False)
 
     @staticmethod
     def backward(ctx, a_w, a_b):

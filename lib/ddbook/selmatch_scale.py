@@ -24,13 +24,12 @@ import math
 import os
 import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
-from . import paths
+from . import ckernels, paths
 from .evaluate import SelMatchEvalConfig, evaluate_selmatch, pack_correct
 from .experts import ExpertConfig
 from .figures._common import Loaded
@@ -43,7 +42,7 @@ __all__ = ["ScaleConfig", "SCALE_MODELS", "scale_config", "Piece", "Loaded", "pa
            "updates_per_image", "expert_config", "match_config", "eval_config", "universe",
            "calibrate", "correct_mixed", "fig3_rows", "fig3_compatible", "fig3_betas",
            "ALPHA_PAGE", "TABLE1_PAGE", "SNAPSHOTS", "snapshot_every", "piece_folder",
-           "final_set", "snapshots", "ensure_set", "made_with_kernels", "kernels_as",
+           "final_set", "snapshots", "ensure_set", "made_with_kernels",
            "expected_snapshots", "paper_alpha_piece", "ipc_of",
            "fig3_correct", "fig3_random_subset",
            "describe_scale", "random_by_ratio", "random_trend", "planned_cost", "measured_cost"]
@@ -480,25 +479,7 @@ def made_with_kernels(profile: Profile, piece: Piece) -> str | None:
         return None
     if r is None:
         return None
-    return "c" if r.provenance.get("kernels", "torch ops").startswith("C loops") else "torch"
-
-
-@contextmanager
-def kernels_as(mode: str | None):
-    """``DDBOOK_KERNELS`` set to ``mode`` within the block (None: left as it is), then restored
-    (ddbook.ckernels reads it at every call)."""
-    if mode is None:
-        yield
-        return
-    old = os.environ.get("DDBOOK_KERNELS")
-    os.environ["DDBOOK_KERNELS"] = mode
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("DDBOOK_KERNELS", None)
-        else:
-            os.environ["DDBOOK_KERNELS"] = old
+    return ckernels.recorded_mode(r.provenance.get("kernels"))
 
 
 def ensure_set(profile: Profile, piece: Piece, data=None, buffer=None, device=None):
@@ -535,7 +516,7 @@ def _ensure_set(profile: Profile, piece: Piece, folder, data, buffer, device):
     made = made_with_kernels(profile, piece)
     print(f"remaking the set of {piece.page}/{piece.name} at {profile.name} in the cache"
           + (f" with DDBOOK_KERNELS={made}, as its result was made" if made else ""))
-    with kernels_as(made):
+    with ckernels.kernels_as(made):
         return _make_set(profile, piece, data, buffer, device)[0]
 
 

@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from .. import paths, selmatch_scale as sc
+from .. import ckernels, paths, selmatch_scale as sc
 from ..profiles import Profile
 from ..results import StaleResultError, config_hash, load_result, save_result
 from ._common import Loaded, _state, load_pieces, select
@@ -432,8 +432,8 @@ def _kernels(result) -> str:
     """What computed a result's block tails and first convolutions on the CPU, in two words
     (``ddbook.ckernels.describe``; results made before it was recorded used the torch ops):
     different kernels round differently, like another kind of CPU."""
-    k = result.provenance.get("kernels", "torch ops (not recorded)")
-    return "C loops" if k.startswith("C loops") else k.split(" (")[0]
+    k = result.provenance.get("kernels")
+    return "C loops" if ckernels.recorded_mode(k) == "c" else (k or "torch ops").split(" (")[0]
 
 
 def _mine(loaded, kind: str) -> list:
