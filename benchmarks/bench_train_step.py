@@ -1,17 +1,20 @@
-"""One training step of a width-32 ConvNet, block tails as torch ops against C loops, interleaved.
+"""One training step of a width-32 ConvNet, torch ops against C loops, interleaved in one process.
 
 The evaluation networks, experts and sweeps of the quick pages train width-32 ConvNets (batch
 norm, channels-last, for SelMatch's scale model; instance norm for MTT / DATM) on the CPU. This
 times their step (DSA draw and augmentation, forward, cross-entropy, backward, SGD with momentum
-0.9 and weight decay 5e-4, as ``ddbook.train``) with ``DDBOOK_KERNELS=torch`` and ``=c`` in ONE
-process, alternating in blocks of ``--block`` steps, so that a drift of the machine (this one is
-a shared VM whose sgemm rate moves by 2x within minutes) falls on both alike. Both variants train
-the same network on the same batches; ``ddbook.ckernels`` reads the variable at every call. CPU
-time of the process, 1 thread; medians and quartiles over the blocks' per-step times; the ratio
-is the median of the per-pair ratios (block i of torch / block i of c). Peak memory is measured
+0.9 and weight decay 5e-4, as ``ddbook.train``) under each of ``--variants`` (VARIANTS below:
+``torch``, the torch ops; ``c-tail``, the C block tails; ``c``, those and the channels-last first
+convolution in C) in ONE process, in blocks of ``--block`` steps, each round of blocks in a
+rotated order, so that a drift of the machine (this one is a shared VM whose sgemm rate moves by
+2x within minutes) falls on all alike. All variants train the same network on the same stream
+of batches; ``ddbook.ckernels`` reads DDBOOK_KERNELS at every call. CPU time of the process,
+1 thread; medians and quartiles over the blocks' per-step times; a ratio is the median of the
+per-round ratios (block i of the first variant / block i of the other). Peak memory is measured
 in separate runs by bench_batched.py (each variant in its own process).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train_step.py --json benchmarks/results/train-step-ckernels.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_train_step.py --configs ConvNetBN:128,ConvNetBN:256 --blocks 20 --json benchmarks/results/train-step-conv-cl.json
 """
 from __future__ import annotations
 
@@ -23,9 +26,19 @@ import sys
 import time
 
 
-def measure(network: str, batch: int, blocks: int, block: int, warmup: int) -> dict:
+VARIANTS = {
+    # name: (DDBOOK_KERNELS, the channels-last first convolution in C)
+    "torch": ("torch", False),   # the torch ops: the code issue 15 was filed against
+    "c-tail": ("c", False),      # the C block tails, oneDNN's first convolution (session 21)
+    "c": ("c", True),            # and the first convolution through _conv.c's channels-last loops
+}
+
+
+def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
+            variants: list[str]) -> dict:
     import torch
 
+    from ddbook import networks
     from ddbook.augment import DSA_STRATEGY, apply_dsa, sample_dsa
     from ddbook.networks import get_network
     from ddbook.train import sgd_step
@@ -34,7 +47,10 @@ def measure(network: str, batch: int, blocks: int, block: int, warmup: int) -> d
     labels = torch.randint(0, 10, (batch * 8,), generator=g)
     net = get_network(network, 10, width=32, seed=0, device="cpu")
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    times = {"torch": [], "c": []}
+    times = {v: [] for v in variants}
+
+    def use(variant: str) -> None:
+        os.environ["DDBOOK_KERNELS"], networks.C_FIRST_CONV_CL = VARIANTS[variant]
 
     def steps(n: int) -> float:
         t = time.process_time()
@@ -43,20 +59,22 @@ def measure(network: str, batch: int, blocks: int, block: int, warmup: int) -> d
             x = apply_dsa(pool[idx], sample_dsa(batch, (32, 32), g, DSA_STRATEGY))
             sgd_step(net, x, labels[idx], opt)
         return (time.process_time() - t) / n
-    for mode in ("torch", "c"):
-        os.environ["DDBOOK_KERNELS"] = mode
+    for v in variants:
+        use(v)
         steps(warmup)
-    for i in range(blocks):
-        for mode in (("torch", "c") if i % 2 == 0 else ("c", "torch")):
-            os.environ["DDBOOK_KERNELS"] = mode
-            times[mode].append(steps(block))
-    ratios = [a / b for a, b in zip(times["torch"], times["c"])]
+    for i in range(blocks):   # each block in a rotated order
+        for v in variants[i % len(variants):] + variants[:i % len(variants)]:
+            use(v)
+            times[v].append(steps(block))
     q = lambda v: statistics.quantiles(v, n=4)   # noqa: E731
+    base = variants[0]
+    speedup = {}
+    for v in variants[1:]:
+        ratios = [a / b for a, b in zip(times[base], times[v])]
+        speedup[v] = {"median": statistics.median(ratios), "q1": q(ratios)[0], "q3": q(ratios)[2]}
     return {"network": network, "batch": batch, "ms_per_step": {
         m: {"median": 1e3 * statistics.median(v), "q1": 1e3 * q(v)[0], "q3": 1e3 * q(v)[2]}
-        for m, v in times.items()}, "speedup": {"median": statistics.median(ratios),
-                                                "q1": q(ratios)[0], "q3": q(ratios)[2]},
-        "raw_s": times}
+        for m, v in times.items()}, "speedup_over": base, "speedup": speedup, "raw_s": times}
 
 
 def main() -> int:
@@ -66,8 +84,13 @@ def main() -> int:
     p.add_argument("--blocks", type=int, default=12, help="blocks per variant")
     p.add_argument("--block", type=int, default=5, help="steps per block")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--variants", default="torch,c-tail,c",
+                   help=f"comma-separated, the first the baseline: {', '.join(VARIANTS)}")
     p.add_argument("--json")
     args = p.parse_args()
+    variants = args.variants.split(",")
+    if len(variants) < 2 or any(v not in VARIANTS for v in variants):
+        p.error(f"--variants: two or more of {', '.join(VARIANTS)}")
     import torch
     torch.set_num_threads(1)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -77,20 +100,27 @@ def main() -> int:
     rows = []
     for config in args.configs.split(","):
         network, batch = config.split(":")
-        rows.append(measure(network, int(batch), args.blocks, args.block, args.warmup))
+        rows.append(measure(network, int(batch), args.blocks, args.block, args.warmup,
+                            variants))
         print(f"{config} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     peak1 = sgemm_peak(1, 5, time.process_time)
     print(f"\n1 thread, CPU time; {args.blocks} blocks x {args.block} steps per variant, "
           f"alternating; sgemm peak {statistics.median(peak0):.0f} GFLOP/s before, "
           f"{statistics.median(peak1):.0f} after; load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after; {time.time() - t0:.0f} s\n")
-    print("| network (batch) | torch ms/step: median (quartiles) | C ms/step | "
-          "**× torch**: median of pair ratios (quartiles) |\n| --- | --- | --- | --- |")
+    base = variants[0]
+    print("| network (batch) | " + " | ".join(f"{v} ms/step: median (quartiles)" for v in variants)
+          + " | " + " | ".join(f"**{v} × {base}**" for v in variants[1:]) + " |")
+    print("| --- " * (2 * len(variants)) + "|")
     for r in rows:
-        a, b, s = r["ms_per_step"]["torch"], r["ms_per_step"]["c"], r["speedup"]
-        print(f"| {r['network']} ({r['batch']}) | {a['median']:.1f} ({a['q1']:.1f}–{a['q3']:.1f})"
-              f" | {b['median']:.1f} ({b['q1']:.1f}–{b['q3']:.1f}) | **{s['median']:.2f}** "
-              f"({s['q1']:.2f}–{s['q3']:.2f}) |")
+        cells = [f"{r['network']} ({r['batch']})"]
+        for v in variants:
+            a = r["ms_per_step"][v]
+            cells.append(f"{a['median']:.1f} ({a['q1']:.1f}–{a['q3']:.1f})")
+        for v in variants[1:]:
+            s = r["speedup"][v]
+            cells.append(f"**{s['median']:.2f}** ({s['q1']:.2f}–{s['q3']:.2f})")
+        print("| " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

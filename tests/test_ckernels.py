@@ -309,3 +309,114 @@ def test_the_student_takes_the_conv_c_loops_for_few_input_channels_only(kernels,
     assert not fused._conv_c(torch.nn.Conv2d(3, 8, 3, padding=1, stride=2))
     assert not fused._conv_c(torch.nn.Conv2d(3, 8, 5, padding=1))
     assert fused._conv_c(torch.nn.Conv2d(3, 8, 3, padding=1))
+
+
+# --- the channels-last first convolution of a ConvNet-BN network in training ---------------
+
+_CL = torch.channels_last
+
+
+@pytest.mark.parametrize("shape,out_channels", [
+    ((5, 3, 32, 32), 32), ((2, 3, 7, 11), 16), ((3, 1, 9, 5), 48), ((1, 4, 5, 3), 64),
+    ((2, 2, 1, 1), 16), ((2, 3, 6, 6), 24)], ids=lambda v: str(v))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_channels_last_conv_c_loops_equal_the_native_convolution(kernels, shape, out_channels,
+                                                                 bias):
+    """conv3_cl_forward and conv3_cl_grad_weight against F.conv2d and its weight gradient, on
+    widths that are and are not whole pixel blocks (2) and output channels that are and are not
+    whole blocks of 32 (forward) and 16 (weight gradient: 24 is refused); deterministic."""
+    kernels("c")
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(*shape, generator=g).contiguous(memory_format=_CL)
+    w = torch.randn(out_channels, shape[1], 3, 3, generator=g)
+    b = torch.randn(out_channels, generator=g) if bias else None
+    y = ckernels.conv3_cl_forward(x, w, b)
+    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
+    assert y.is_contiguous(memory_format=_CL) and y.shape == ref.shape
+    assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert torch.equal(y, ckernels.conv3_cl_forward(x, w, b))
+    grad = torch.randn(ref.shape, generator=g).contiguous(memory_format=_CL)
+    if out_channels % 16:
+        with pytest.raises(ValueError, match="shapes outside"):
+            ckernels.conv3_cl_grad_weight(x, grad)
+        return
+    _, rgw, rgb = torch.ops.aten.convolution_backward(
+        grad, x, w, [out_channels], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+        [False, True, True])
+    gw, gb = ckernels.conv3_cl_grad_weight(x, grad)
+    assert (gw - rgw).abs().max() <= 1e-5 * rgw.abs().max()
+    assert (gb - rgb).abs().max() <= 1e-5 * rgb.abs().max()
+    again = ckernels.conv3_cl_grad_weight(x, grad)
+    assert torch.equal(gw, again[0]) and torch.equal(gb, again[1])
+
+
+def _bn_training_steps(create_graph=False, input_grad=False):
+    """Two SGD-free training steps of a channels-last ConvNet-BN (width 16: its first conv is
+    the C loops' when they are on); outputs, parameter gradients, running statistics."""
+    net = get_network("ConvNetBN", 4, (16, 16), width=16, depth=2, seed=0, device="cpu")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(10, 3, 16, 16, generator=g)   # NCHW, as augmentation hands it over
+    y = torch.arange(10) % 4
+    outs = []
+    for _ in range(2):
+        xi = x.clone().requires_grad_() if input_grad else x
+        out = net(xi)
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(out, y),
+                                    list(net.parameters()), create_graph=create_graph)
+        if create_graph:
+            grads = torch.autograd.grad(sum(gr.square().sum() for gr in grads),
+                                        list(net.parameters()))
+        outs += [out.detach(), *grads]
+        x = x.flip(0)
+    outs += [t.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+             for t in (m.running_mean, m.running_var)]
+    return outs
+
+
+@pytest.mark.parametrize("create_graph", [False, True], ids=["backward", "create-graph"])
+def test_bn_network_takes_the_channels_last_conv_and_equals_the_native_one(kernels, monkeypatch,
+                                                                           create_graph):
+    from ddbook import networks
+    kernels("torch")
+    ref = _bn_training_steps(create_graph)
+    kernels("c")
+    monkeypatch.setattr(networks, "C_FIRST_CONV_CL", False)
+    tail_only = _bn_training_steps(create_graph)
+    monkeypatch.setattr(networks, "C_FIRST_CONV_CL", True)
+    calls = []
+    for name in ("conv3_cl_forward", "conv3_cl_grad_weight"):
+        monkeypatch.setattr(ckernels, name,
+                            lambda *a, _f=getattr(ckernels, name), _n=name: calls.append(_n)
+                            or _f(*a))
+    got = _bn_training_steps(create_graph)
+    # the first layer of both steps, and its weight gradient: under create_graph the first
+    # backward recomputes it with F.conv2d (differentiable: the second derivatives below agree)
+    # and the C loops serve the second backward, back through the layer's output
+    assert calls == ["conv3_cl_forward", "conv3_cl_grad_weight"] * 2
+    scale = max(r.abs().max() for r in ref[1:])
+    for r, t, c in zip(ref, tail_only, got):
+        # conv biases feeding batch norm have zero gradients but for rounding (as above)
+        assert (c - r).abs().max() <= 1e-5 * r.abs().max() + 1e-5 * scale
+        assert (c - t).abs().max() <= 1e-5 * t.abs().max() + 1e-5 * scale
+    calls.clear()
+    _bn_training_steps(create_graph, input_grad=True)   # an input that needs its gradient
+    assert calls == []
+
+
+def test_channels_last_conv_is_taken_only_where_it_applies(kernels):
+    from ddbook.networks import _first_conv_cl
+    kernels("c")
+    bn = get_network("ConvNetBN", 10, width=32, seed=0, device="cpu")
+    conv = bn.features[0]
+    x = torch.randn(2, 3, 32, 32)
+    assert _first_conv_cl(conv, x) and _first_conv_cl(conv, x.contiguous(memory_format=_CL))
+    assert not _first_conv_cl(conv, x.requires_grad_())
+    assert not _first_conv_cl(bn.features[4], torch.randn(2, 32, 16, 16))   # 32 input channels
+    assert not _first_conv_cl(conv, torch.randn(2, 3, 32, 32, dtype=torch.float64))
+    assert not _first_conv_cl(conv, torch.randn(2, 3, 32, 64)[..., ::2])    # strided
+    inorm = get_network("ConvNet", 10, width=32, seed=0, device="cpu")        # NCHW weights
+    assert not _first_conv_cl(inorm.features[0], torch.randn(2, 3, 32, 32))
+    narrow = get_network("ConvNetBN", 10, width=8, seed=0, device="cpu")     # 8 outputs
+    assert not _first_conv_cl(narrow.features[0], torch.randn(2, 3, 32, 32))
+    kernels("torch")
+    assert not _first_conv_cl(conv, torch.randn(2, 3, 32, 32))

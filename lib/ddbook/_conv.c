@@ -268,3 +268,187 @@ int ddb_conv3_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, con
     free(tot);
     return 0;
 }
+
+/* ---- Channels-last (N, H, W, C): the first convolution of a ConvNet-BN network in training.
+ *
+ * The network trains channels-last (its block tails are the channels-last C loops of _tail.c),
+ * where oneDNN's kernels for a 3-channel input ran the forward at ~56 and the weight gradient at
+ * ~29 GFLOP/s (batch 128; benchmarks/README.md). Here the vector dimension is the output
+ * channel. The forward's register block is NPX pixels x NVC vectors of 8 output channels, one
+ * broadcast input value times NVC weight vectors per tap, the weights transposed to (C * 9, O)
+ * rows; the weight gradient's is GT taps x 2 vectors (4 vectors x 3 taps spilled one register:
+ * 33 GFLOP/s). O must be a multiple of 8 (forward) or 16 (weight gradient) and C at most 4: the
+ * caller checks (2 is returned otherwise). */
+
+#define NPX 2   /* pixels x 8-float vectors of output channels per forward register block: 8 */
+#define NVC 4   /* accumulators + 4 weights + 1 broadcast input (measured, batch 128, 3 -> 32
+                   channels: 6 x 2 57, 5 x 2 60, 4 x 2 68, 3 x 4 49 (spills), 2 x 4 77 GFLOP/s) */
+
+/* xp (H + 2, W + 2, C): one channels-last image with a zero border */
+static void pad_image_cl(float *xp, const float *x, i64 C, i64 H, i64 W)
+{
+    const i64 rw = (W + 2) * C;
+    memset(xp, 0, sizeof(float) * (size_t)rw);
+    memset(xp + (H + 1) * rw, 0, sizeof(float) * (size_t)rw);
+    for (i64 h = 0; h < H; h++) {
+        float *row = xp + (h + 1) * rw;
+        memset(row, 0, sizeof(float) * (size_t)C);
+        memcpy(row + C, x + h * W * C, sizeof(float) * (size_t)(W * C));
+        memset(row + (W + 1) * C, 0, sizeof(float) * (size_t)C);
+    }
+}
+
+/* np pixels (w0 ...) of output row h x nvec vectors of output channels from o0 */
+static inline __attribute__((always_inline)) void
+fwd_block_cl(const int np, const int nvec, float *y, const float *xp, const float *wt,
+             const float *b, i64 o0, i64 C, i64 O, i64 W, i64 h, i64 w0)
+{
+    v8 acc[NPX][NVC];
+    for (int j = 0; j < nvec; j++) {
+        const v8 bv = b ? ld8(b + o0 + 8 * j) : bc8(0.0f);
+        for (int p = 0; p < np; p++) acc[p][j] = bv;
+    }
+    for (int kh = 0; kh < 3; kh++) {
+        const float *row = xp + ((h + kh) * (W + 2) + w0) * C;
+        for (int kw = 0; kw < 3; kw++)
+            for (i64 c = 0; c < C; c++) {
+                const float *wr = wt + ((c * 3 + kh) * 3 + kw) * O + o0;
+                v8 wv[NVC];
+                for (int j = 0; j < nvec; j++) {
+                    wv[j] = ld8(wr + 8 * j);
+                    PIN(wv[j]);
+                }
+                for (int p = 0; p < np; p++) {
+                    const v8 xv = bc8(row[(p + kw) * C + c]);
+                    for (int j = 0; j < nvec; j++) acc[p][j] += xv * wv[j];
+                }
+            }
+    }
+    for (int p = 0; p < np; p++) {
+        float *yr = y + (h * W + w0 + p) * O + o0;
+        for (int j = 0; j < nvec; j++) st8(yr + 8 * j, acc[p][j]);
+    }
+}
+
+/* one output row's blocks of nvec vectors from o0 (inlined with a constant nvec) */
+static inline __attribute__((always_inline)) void
+fwd_row_cl(const int nvec, float *y, const float *xp, const float *wt, const float *b, i64 o0,
+           i64 C, i64 O, i64 W, i64 h)
+{
+    i64 w0 = 0;
+    for (; w0 + NPX <= W; w0 += NPX) fwd_block_cl(NPX, nvec, y, xp, wt, b, o0, C, O, W, h, w0);
+    for (; w0 < W; w0++) fwd_block_cl(1, nvec, y, xp, wt, b, o0, C, O, W, h, w0);
+}
+
+/* y (N, H, W, O) = conv(x (N, H, W, C), w (O, C, 3, 3)) + b (O) or no bias (b NULL) */
+int ddb_conv3_cl_forward(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, const float *w,
+                         const float *b, float *y)
+{
+    if (O % 8) return 2;
+    float *xp = alloc_floats((H + 2) * (W + 2) * C), *wt = alloc_floats(C * 9 * O);
+    if (!xp || !wt) {
+        free(xp);
+        free(wt);
+        return 1;
+    }
+    for (i64 o = 0; o < O; o++)
+        for (i64 k = 0; k < C * 9; k++) wt[k * O + o] = w[o * C * 9 + k];
+    for (i64 n = 0; n < N; n++) {
+        pad_image_cl(xp, x + n * H * W * C, C, H, W);
+        float *yn = y + n * H * W * O;
+        for (i64 o0 = 0; o0 < O; o0 += 8 * NVC) {
+            const int nvec = (int)(O - o0 < 8 * NVC ? (O - o0) / 8 : NVC);
+            for (i64 h = 0; h < H; h++) {
+                if (nvec == NVC)
+                    fwd_row_cl(NVC, yn, xp, wt, b, o0, C, O, W, h);
+                else
+                    for (i64 o1 = o0; o1 < O; o1 += 8)
+                        fwd_row_cl(1, yn, xp, wt, b, o1, C, O, W, h);
+            }
+        }
+    }
+    free(xp);
+    free(wt);
+    return 0;
+}
+
+#define GT 6   /* taps per weight-gradient block: 6 taps x 2 vectors = 12 accumulators, + 2
+                  gradient vectors + 1 broadcast input (4 vectors x 3 taps spilled one) */
+
+/* nt taps (t0 ...; tap t = (c, kh, kw) at offset off[t] from a pixel's padded row) x 2 vectors
+ * of output channels from o0, summed over one image's pixels per lane, into tot (inlined with a
+ * constant nt: the accumulators stay in registers) */
+static inline __attribute__((always_inline)) void
+gw_cl_taps(const int nt, double *tot, const float *xp, const float *gn, const i64 *off, int t0,
+           i64 o0, i64 C, i64 O, i64 H, i64 W)
+{
+    v8 acc[GT][2];
+    float lanes[8];
+    for (int t = 0; t < nt; t++) acc[t][0] = acc[t][1] = bc8(0.0f);
+    for (i64 h = 0; h < H; h++) {
+        const float *xr = xp + h * (W + 2) * C;
+        const float *gr = gn + h * W * O + o0;
+        for (i64 w = 0; w < W; w++) {
+            v8 g0 = ld8(gr + w * O), g1 = ld8(gr + w * O + 8);
+            PIN(g0);
+            PIN(g1);
+            for (int t = 0; t < nt; t++) {
+                const v8 xv = bc8(xr[off[t0 + t] + w * C]);
+                acc[t][0] += g0 * xv;
+                acc[t][1] += g1 * xv;
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        for (int j = 0; j < 2; j++) {
+            st8(lanes, acc[t][j]);
+            for (int l = 0; l < 8; l++) tot[(o0 + 8 * j + l) * C * 9 + t0 + t] += (double)lanes[l];
+        }
+}
+
+/* gw (O, C, 3, 3) and gb (O) (unless NULL) from channels-last x (N, H, W, C) and g (N, H, W, O),
+ * C <= 4 and O a multiple of 16: per image, per-lane float sums over its pixels, added into
+ * double totals in a fixed order */
+int ddb_conv3_cl_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, const float *g,
+                             float *gw, float *gb)
+{
+    if (C > 4 || O % 16) return 2;
+    float *xp = alloc_floats((H + 2) * (W + 2) * C);
+    double *tot = (double *)calloc((size_t)(O * C * 9 + O), sizeof(double));
+    if (!xp || !tot) {
+        free(xp);
+        free(tot);
+        return 1;
+    }
+    double *btot = tot + O * C * 9;
+    float lanes[8];
+    i64 off[4 * 9];   /* tap (c, kh, kw) = c * 9 + kh * 3 + kw: its offset in the padded image */
+    for (i64 c = 0; c < C; c++)
+        for (int k = 0; k < 9; k++) off[c * 9 + k] = ((k / 3) * (W + 2) + k % 3) * C + c;
+    for (i64 n = 0; n < N; n++) {
+        pad_image_cl(xp, x + n * H * W * C, C, H, W);
+        const float *gn = g + n * H * W * O;
+        if (gb)
+            for (i64 o = 0; o < O; o += 8) {
+                v8 acc = bc8(0.0f);
+                for (i64 p = 0; p < H * W; p++) acc += ld8(gn + p * O + o);
+                st8(lanes, acc);
+                for (int l = 0; l < 8; l++) btot[o + l] += (double)lanes[l];
+            }
+        for (i64 o0 = 0; o0 < O; o0 += 16)
+            for (int t0 = 0; t0 < C * 9; t0 += GT) switch (C * 9 - t0 < GT ? C * 9 - t0 : GT) {
+                case 1: gw_cl_taps(1, tot, xp, gn, off, t0, o0, C, O, H, W); break;
+                case 2: gw_cl_taps(2, tot, xp, gn, off, t0, o0, C, O, H, W); break;
+                case 3: gw_cl_taps(3, tot, xp, gn, off, t0, o0, C, O, H, W); break;
+                case 4: gw_cl_taps(4, tot, xp, gn, off, t0, o0, C, O, H, W); break;
+                case 5: gw_cl_taps(5, tot, xp, gn, off, t0, o0, C, O, H, W); break;
+                default: gw_cl_taps(GT, tot, xp, gn, off, t0, o0, C, O, H, W); break;
+            }
+    }
+    for (i64 k = 0; k < O * C * 9; k++) gw[k] = (float)tot[k];
+    if (gb)
+        for (i64 o = 0; o < O; o++) gb[o] = (float)btot[o];
+    free(xp);
+    free(tot);
+    return 0;
+}

@@ -117,9 +117,12 @@ def _build() -> ctypes.CDLL:
     lib.ddb_conv3_forward.argtypes = [i64] * 5 + [ptr] * 4
     lib.ddb_conv3_grad_input.argtypes = [i64] * 5 + [ptr] * 3
     lib.ddb_conv3_grad_weight.argtypes = [i64] * 5 + [ptr] * 4
+    lib.ddb_conv3_cl_forward.argtypes = [i64] * 5 + [ptr] * 4
+    lib.ddb_conv3_cl_grad_weight.argtypes = [i64] * 5 + [ptr] * 4
     for f in (lib.ddb_tail_forward, lib.ddb_tail_backward, lib.ddb_tail_double_backward,
               lib.ddb_bn_cl_forward, lib.ddb_bn_cl_backward, lib.ddb_conv3_forward,
-              lib.ddb_conv3_grad_input, lib.ddb_conv3_grad_weight):
+              lib.ddb_conv3_grad_input, lib.ddb_conv3_grad_weight, lib.ddb_conv3_cl_forward,
+              lib.ddb_conv3_cl_grad_weight):
         f.restype = c_int
     lib.ddbook_version = version
     return lib
@@ -211,6 +214,9 @@ def _p(t: torch.Tensor | None) -> int | None:
 
 
 def _check(code: int) -> None:
+    if code == 2:
+        raise ValueError("ddbook C convolution: shapes outside what its loops take (the caller "
+                         "routes only those; see fused.cl_conv_usable)")
     if code != 0:
         raise MemoryError("ddbook C block tail: out of memory for its work buffers")
 
@@ -298,4 +304,24 @@ def conv3_grad_weight(x, grad):
     o = grad.shape[1]
     gw, gb = x.new_empty((o, c, 3, 3)), x.new_empty(o)
     _check(library().ddb_conv3_grad_weight(n, c, o, h, w, _p(x), _p(grad), _p(gw), _p(gb)))
+    return gw, gb
+
+
+def conv3_cl_forward(x, weight, bias):
+    """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 kernel on a channels-last ``x``; the
+    output channels-last too (``_conv.c``; the output channels a multiple of 8)."""
+    n, c, h, w = x.shape
+    y = torch.empty((n, weight.shape[0], h, w), memory_format=_CL)
+    _check(library().ddb_conv3_cl_forward(n, c, weight.shape[0], h, w, _p(x), _p(weight),
+                                          _p(bias), _p(y)))
+    return y
+
+
+def conv3_cl_grad_weight(x, grad):
+    """The gradients wrt the weight and the bias of :func:`conv3_cl_forward` from its output's
+    (channels-last) gradient."""
+    n, c, h, w = x.shape
+    o = grad.shape[1]
+    gw, gb = x.new_empty((o, c, 3, 3)), x.new_empty(o)
+    _check(library().ddb_conv3_cl_grad_weight(n, c, o, h, w, _p(x), _p(grad), _p(gw), _p(gb)))
     return gw, gb

@@ -272,6 +272,56 @@ class _BatchReLUPool(torch.autograd.Function):
         return (*ckernels.bn_cl_backward(grad, x, weight, mean, rstd, mask), None)
 
 
+class _Conv3x3CL(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias, padding=1)`` of a channels-last ConvNet's first layer (1-4
+    input channels, 3x3) in training, through the channels-last C loops of ``ddbook.ckernels``
+    (``_conv.c``): the output channels-last, the weight and bias gradients from it. The input
+    needs no gradient (the caller routes only such inputs); a create_graph backward recomputes
+    the convolution with the stock op and differentiates that."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x = x.contiguous(memory_format=torch.channels_last)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return ckernels.conv3_cl_forward(x, weight.contiguous(), bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
+            with torch.enable_grad():
+                w = weight.detach().requires_grad_()
+                b = (torch.zeros(weight.shape[0], dtype=weight.dtype, requires_grad=True)
+                     if ctx.has_bias else None)
+                y = F.conv2d(x, w, b, padding=1)
+                gw, *gb = torch.autograd.grad(y, (w, b) if ctx.has_bias else (w,), grad,
+                                              create_graph=True)
+            return None, gw, gb[0] if ctx.has_bias else None
+        gw, gb = ckernels.conv3_cl_grad_weight(x, grad.contiguous(memory_format=torch.channels_last))
+        return None, gw, gb if ctx.has_bias else None
+
+
+C_FIRST_CONV_CL = True   # the switch for _Conv3x3CL (benchmarks turn it off to compare)
+
+
+def _first_conv_cl(m: nn.Module, x: torch.Tensor) -> bool:
+    """True when ``m`` applied to ``x`` is a channels-last training network's first convolution
+    that ``_Conv3x3CL`` computes: 3x3, stride 1, padding 1, 1-4 input channels, a multiple of 16
+    output channels, a weight that is a channels-last leaf (not a functional student's view),
+    an input that needs no gradient, float32 CPU tensors, the C loops on."""
+    return (C_FIRST_CONV_CL and type(m) is nn.Conv2d and m.kernel_size == (3, 3)
+            and m.stride == (1, 1) and m.padding == (1, 1) and m.dilation == (1, 1)
+            and m.groups == 1 and m.padding_mode == "zeros" and m.in_channels <= 4
+            and m.out_channels % 16 == 0 and x.dim() == 4 and not x.requires_grad
+            and m.weight.grad_fn is None and x.dtype == torch.float32
+            and m.weight.dtype == torch.float32
+            and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+            and ckernels.usable(m.weight, channels_last=True)
+            and ckernels.usable(x, channels_last=not x.is_contiguous())
+            and ckernels.usable(m.bias))
+
+
 def _batch_relu_pool(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """The fused tail in place of ``norm`` -> ReLU -> AvgPool2d(2), with ``norm``'s running
     statistics updated as ``nn.BatchNorm2d`` does in training (momentum, or the cumulative
@@ -340,6 +390,8 @@ class ConvNetFeatures(nn.Sequential):
                 x = fn.apply(x, norm.weight, norm.bias, norm.eps)[0]
             elif n == 2:
                 x = _ReLUPool.apply(x)[0]
+            elif _first_conv_cl(mods[i], x):
+                x, n = _Conv3x3CL.apply(x, mods[i].weight, mods[i].bias), 1
             else:
                 x, n = mods[i](x), 1
             i += n
