@@ -11,8 +11,10 @@ iteration at the quick settings, side by side in one run:
 - ``torch``: the fused tail as torch ops (``DDBOOK_KERNELS=torch``);
 - ``c-tail``: the fused tail as C loops, the convolutions the native ones (``DDBOOK_KERNELS=c``
   with ``fused.C_CONV_MAX_CHANNELS = 0``: the C loops as of session 21);
-- ``c``: the fused tail and the first layer's 3-channel convolution (``ddbook/_conv.c``) as C
-  loops (``DDBOOK_KERNELS=c``).
+- ``c-direct``: the fused tail and the first layer's 3-channel convolution (``ddbook/_conv.c``)
+  as C loops, the wider convolutions the native ones (``networks.C_WINOGRAD = False``: session
+  22's code);
+- ``c``: those and the wider (32-channel) convolutions by Winograd F(2x2, 3x3) (``_wino.c``).
 
 Settings: ``--network ConvNetBN`` is SelMatch's scale model (IPC 25 / 50 / 100, one pass over the
 set per iteration, batch = set / N); ``--network ConvNet`` is MTT / DATM at quick (instance norm,
@@ -28,7 +30,8 @@ rounds x timed iterations, with its range; peak RSS per worker.
 
 ``--interleaved R`` instead runs the variants but ``stock`` in ONE process, one iteration each in
 turn (order alternating), R rounds after a warm-up iteration each, on the same distillation
-(``DDBOOK_KERNELS`` and ``fused.C_CONV_MAX_CHANNELS`` are read at every call): a drift of this
+(``DDBOOK_KERNELS``, ``fused.C_CONV_MAX_CHANNELS`` and ``networks.C_WINOGRAD`` are read at
+every call): a drift of this
 shared VM then falls on all alike, and a ratio is the median of the per-round ratios. Peak
 memory is not separated there (one process).
 
@@ -46,6 +49,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _sidebyside import parser, report, run_rounds  # noqa: E402
+
+
+VARIANTS = ("torch", "c-tail", "c-direct", "c")
+
+
+def use_variant(v: str) -> None:
+    """Switch this process to variant ``v`` (but ``stock``, which patches ``fused`` for good)."""
+    from ddbook import fused, networks
+    os.environ["DDBOOK_KERNELS"] = "c" if v in ("c", "c-direct", "c-tail") else "torch"
+    fused.C_CONV_MAX_CHANNELS = 0 if v == "c-tail" else 4
+    networks.C_WINOGRAD = v == "c"
 
 
 def time_distill(args, network: str, batch: int) -> None:
@@ -77,7 +91,7 @@ def interleaved(args, network: str, ipc: int, variants: tuple) -> dict:
     import torch
 
     from bench_distill import _fake_buffer, _synset
-    from ddbook import fused, matching
+    from ddbook import matching
     torch.set_num_threads(1)
     n = 10 * ipc
     batch = n if network == "ConvNet" else n // args.syn_steps
@@ -90,8 +104,7 @@ def interleaved(args, network: str, ipc: int, variants: tuple) -> dict:
         synset = _synset(ipc)
 
         def one(v: str) -> float:
-            os.environ["DDBOOK_KERNELS"] = "torch" if v == "torch" else "c"
-            fused.C_CONV_MAX_CHANNELS = 0 if v == "c-tail" else 4
+            use_variant(v)
             t = time.process_time()
             matching.distill(synset, buffer, cfg, loop, device="cpu")
             return time.process_time() - t
@@ -133,10 +146,7 @@ def report_interleaved(args, variants: tuple) -> int:
 def worker(args) -> None:
     import torch
     torch.set_num_threads(1)
-    os.environ["DDBOOK_KERNELS"] = "c" if args.worker in ("c", "c-tail") else "torch"
-    if args.worker == "c-tail":
-        from ddbook import fused
-        fused.C_CONV_MAX_CHANNELS = 0
+    use_variant(args.worker)
     if args.worker == "stock":
         from bench_norm_tail import _use_stock_batch_norm
         _use_stock_batch_norm()
@@ -149,15 +159,14 @@ def main(argv=None) -> int:
     p.add_argument("--syn-steps", type=int, default=10)
     p.add_argument("--network", default="ConvNetBN", choices=("ConvNetBN", "ConvNet"))
     p.add_argument("--interleaved", type=int, default=0, metavar="R",
-                   help="R rounds of torch / c-tail / c in one process instead")
+                   help="R rounds of the variants but stock in one process instead")
     args = p.parse_args(argv)
     if args.interleaved:
-        return report_interleaved(args, ("torch", "c-tail", "c"))
+        return report_interleaved(args, VARIANTS)
     if args.worker:
         worker(args)
         return 0
-    variants = ("torch", "c-tail", "c")
-    variants = ("stock", *variants) if args.network == "ConvNetBN" else variants
+    variants = ("stock", *VARIANTS) if args.network == "ConvNetBN" else VARIANTS
     rows, load0, t0 = run_rounds(__file__, variants, args, ("syn_steps", "network"))
     norm = "batch" if args.network == "ConvNetBN" else "instance"
     print(f"\n{args.network} ({norm} norm) width {args.width}, N = {args.syn_steps}, M = 2, DSA; "

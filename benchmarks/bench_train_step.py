@@ -4,8 +4,8 @@ The evaluation networks, experts and sweeps of the quick pages train width-32 Co
 norm, channels-last, for SelMatch's scale model; instance norm for MTT / DATM) on the CPU. This
 times their step (DSA draw and augmentation, forward, cross-entropy, backward, SGD with momentum
 0.9 and weight decay 5e-4, as ``ddbook.train``) under each of ``--variants`` (VARIANTS below:
-``torch``, the torch ops; ``c-tail``, the C block tails; ``c``, those and the channels-last first
-convolution in C) in ONE process, in blocks of ``--block`` steps, each round of blocks in a
+``torch``, the torch ops; ``c-tail``, the C block tails; ``c-first``, those and the
+channels-last first convolution in C; ``c``, those and Winograd for the wider convolutions) in ONE process, in blocks of ``--block`` steps, each round of blocks in a
 rotated order, so that a drift of the machine (this one is a shared VM whose sgemm rate moves by
 2x within minutes) falls on all alike. All variants train the same network on the same stream
 of batches; ``ddbook.ckernels`` reads DDBOOK_KERNELS at every call. CPU time of the process,
@@ -27,15 +27,16 @@ import time
 
 
 VARIANTS = {
-    # name: (DDBOOK_KERNELS, the channels-last first convolution in C)
-    "torch": ("torch", False),   # the torch ops: the code issue 15 was filed against
-    "c-tail": ("c", False),      # the C block tails, oneDNN's first convolution (session 21)
-    "c": ("c", True),            # and the first convolution through _conv.c's channels-last loops
+    # name: (DDBOOK_KERNELS, first convolution in C, Winograd for the wider convolutions)
+    "torch": ("torch", False, False),   # the torch ops: the code issue 15 was filed against
+    "c-tail": ("c", False, False),      # the C block tails, oneDNN's convolutions (session 21)
+    "c-first": ("c", True, False),      # and the first convolution in C, channels-last
+    "c": ("c", True, True),             # and the wider ones by Winograd F(2x2, 3x3) (_wino.c)
 }
 
 
 def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
-            variants: list[str]) -> dict:
+            variants: list[str], width: int = 32) -> dict:
     import torch
 
     from ddbook import networks
@@ -45,12 +46,13 @@ def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
     g = torch.Generator().manual_seed(0)
     pool = torch.randn(batch * 8, 3, 32, 32, generator=g)
     labels = torch.randint(0, 10, (batch * 8,), generator=g)
-    net = get_network(network, 10, width=32, seed=0, device="cpu")
+    net = get_network(network, 10, width=width, seed=0, device="cpu")
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     times = {v: [] for v in variants}
 
     def use(variant: str) -> None:
-        os.environ["DDBOOK_KERNELS"], networks.C_FIRST_CONV_CL = VARIANTS[variant]
+        os.environ["DDBOOK_KERNELS"], networks.C_FIRST_CONV_CL, networks.C_WINOGRAD = \
+            VARIANTS[variant]
 
     def steps(n: int) -> float:
         t = time.process_time()
@@ -72,7 +74,7 @@ def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
     for v in variants[1:]:
         ratios = [a / b for a, b in zip(times[base], times[v])]
         speedup[v] = {"median": statistics.median(ratios), "q1": q(ratios)[0], "q3": q(ratios)[2]}
-    return {"network": network, "batch": batch, "ms_per_step": {
+    return {"network": network, "width": width, "batch": batch, "ms_per_step": {
         m: {"median": 1e3 * statistics.median(v), "q1": 1e3 * q(v)[0], "q3": 1e3 * q(v)[2]}
         for m, v in times.items()}, "speedup_over": base, "speedup": speedup, "raw_s": times}
 
@@ -80,11 +82,12 @@ def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--configs", default="ConvNetBN:128,ConvNet:100,ConvNetBN:256",
-                   help="network:batch, comma-separated")
+                   help="network:batch or network:batch:width (width 32 unless given), "
+                        "comma-separated")
     p.add_argument("--blocks", type=int, default=12, help="blocks per variant")
     p.add_argument("--block", type=int, default=5, help="steps per block")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--variants", default="torch,c-tail,c",
+    p.add_argument("--variants", default="torch,c-tail,c-first,c",
                    help=f"comma-separated, the first the baseline: {', '.join(VARIANTS)}")
     p.add_argument("--json")
     args = p.parse_args()
@@ -99,9 +102,9 @@ def main() -> int:
     load0, t0 = os.getloadavg()[0], time.time()
     rows = []
     for config in args.configs.split(","):
-        network, batch = config.split(":")
+        network, batch, *width = config.split(":")
         rows.append(measure(network, int(batch), args.blocks, args.block, args.warmup,
-                            variants))
+                            variants, int(width[0]) if width else 32))
         print(f"{config} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     peak1 = sgemm_peak(1, 5, time.process_time)
     print(f"\n1 thread, CPU time; {args.blocks} blocks x {args.block} steps per variant, "
@@ -113,7 +116,7 @@ def main() -> int:
           + " | " + " | ".join(f"**{v} × {base}**" for v in variants[1:]) + " |")
     print("| --- " * (2 * len(variants)) + "|")
     for r in rows:
-        cells = [f"{r['network']} ({r['batch']})"]
+        cells = [f"{r['network']} w{r['width']} ({r['batch']})"]
         for v in variants:
             a = r["ms_per_step"][v]
             cells.append(f"{a['median']:.1f} ({a['q1']:.1f}–{a['q3']:.1f})")

@@ -223,20 +223,23 @@ def test_bn_tail_kernels_equal_the_stock_ops_and_are_deterministic(kernels):
 # --- the first layer's 3x3 convolution (ddbook/_conv.c) -----------------------------------
 
 
-def _conv_and_derivatives(conv, shape, out_channels, bias, seed, adjoints=(True, True, True)):
+def _conv_and_derivatives(conv, shape, out_channels, bias, seed, adjoints=(True, True, True),
+                          dtype=torch.float32):
     """y = conv(x, w, b), its first derivatives from a loss sum(sin(y) v), and the second from
-    random adjoints of the chosen first derivatives, in float32."""
+    random adjoints of the chosen first derivatives, in ``dtype`` (the draws are float32's)."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(*shape, generator=g).requires_grad_()
-    w = torch.randn(out_channels, shape[1], 3, 3, generator=g).requires_grad_()
-    b = torch.randn(out_channels, generator=g).requires_grad_() if bias else None
+
+    def draw(*size):
+        return torch.randn(*size, generator=g).to(dtype)
+    x = draw(*shape).requires_grad_()
+    w = draw(out_channels, shape[1], 3, 3).requires_grad_()
+    b = draw(out_channels).requires_grad_() if bias else None
     inputs = [t for t in (x, w, b) if t is not None]
     y = conv(x, w, b)
     # a nonlinear loss, so that the output gradient depends on x, w, b (as in an unroll)
-    firsts = torch.autograd.grad((torch.sin(y) * torch.randn(y.shape, generator=g)).sum(),
-                                 inputs, create_graph=True)
-    terms = [(t * torch.randn(t.shape, generator=g)).sum()
-             for t, on in zip(firsts, adjoints) if on]
+    firsts = torch.autograd.grad((torch.sin(y) * draw(*y.shape)).sum(), inputs,
+                                 create_graph=True)
+    terms = [(t * draw(*t.shape)).sum() for t, on in zip(firsts, adjoints) if on]
     second = torch.autograd.grad(sum(terms), inputs, allow_unused=True)
     return [y, *firsts] + [s for s in second if s is not None]
 
@@ -264,6 +267,51 @@ def test_conv_c_loops_equal_the_native_convolution(kernels, shape, out_channels,
     for r, c in zip(ref, got):
         assert c.shape == r.shape and c.dtype == r.dtype
         assert (c - r).abs().max() <= 1e-5 * r.abs().max() + 1e-7
+
+
+@pytest.mark.parametrize("shape,out_channels", [
+    ((3, 16, 8, 8), 16), ((2, 32, 6, 4), 48), ((2, 48, 2, 10), 16)], ids=lambda v: str(v))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("adjoints", [(True, True, True), (True, False, False),
+                                      (False, True, True)], ids=["all", "x-only", "no-x"])
+def test_winograd_student_convolution_equals_the_native_one(kernels, shape, out_channels, bias,
+                                                            adjoints):
+    """fused._Wino3x3 (NCHW, as the distillation student runs it): forward, first and second
+    derivatives against F.conv2d."""
+    kernels("c")
+    adjoints = adjoints[:2 + bias]
+    got = _conv_and_derivatives(fused._Wino3x3.apply, shape, out_channels, bias, 1, adjoints)
+    # against float64 (oneDNN's float32 second derivatives are off by up to 2e-5 of their
+    # scale here, Winograd's by 5e-6)
+    ref = _conv_and_derivatives(_native_conv, shape, out_channels, bias, 1, adjoints,
+                                dtype=torch.float64)
+    assert len(got) == len(ref)
+    for r, c in zip(ref, got):
+        assert c.shape == r.shape and c.is_contiguous() and c.dtype == torch.float32
+        assert (c.double() - r).abs().max() <= 1e-5 * r.abs().max()
+    again = _conv_and_derivatives(fused._Wino3x3.apply, shape, out_channels, bias, 1, adjoints)
+    assert all(torch.equal(a, b) for a, b in zip(got, again))
+
+
+def test_the_student_takes_winograd_for_channels_in_sixteens(kernels, monkeypatch):
+    from ddbook import networks
+    kernels("c")
+    calls = []
+    for name in ("conv3_forward", "wino_forward"):
+        monkeypatch.setattr(ckernels, name, lambda *a, _f=getattr(ckernels, name), _n=name:
+                            calls.append((_n, a[0].shape[1])) or _f(*a))
+    model = get_network("ConvNet", 4, (16, 16), width=16, depth=3, seed=0, device="cpu")
+    student = matching.make_student(model)
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+    images = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = student(theta, images)
+    # 3 -> 16 at 16x16 direct; 16 -> 16 at 8x8 Winograd; 16 -> 16 at 4x4 Winograd
+    assert calls == [("conv3_forward", 3), ("wino_forward", 16), ("wino_forward", 16)]
+    monkeypatch.setattr(networks, "C_WINOGRAD", False)
+    calls.clear()
+    direct = student(theta, images)
+    assert calls == [("conv3_forward", 3)]
+    assert (out - direct).abs().max() <= 1e-5 * direct.abs().max()
 
 
 def test_conv_c_loops_are_deterministic_and_skip_unused_gradients(kernels, monkeypatch):
@@ -374,25 +422,31 @@ def _bn_training_steps(create_graph=False, input_grad=False):
 
 
 @pytest.mark.parametrize("create_graph", [False, True], ids=["backward", "create-graph"])
-def test_bn_network_takes_the_channels_last_conv_and_equals_the_native_one(kernels, monkeypatch,
-                                                                           create_graph):
+def test_bn_network_takes_the_channels_last_convs_and_equals_the_native_ones(kernels, monkeypatch,
+                                                                            create_graph):
     from ddbook import networks
     kernels("torch")
     ref = _bn_training_steps(create_graph)
     kernels("c")
     monkeypatch.setattr(networks, "C_FIRST_CONV_CL", False)
+    monkeypatch.setattr(networks, "C_WINOGRAD", False)
     tail_only = _bn_training_steps(create_graph)
     monkeypatch.setattr(networks, "C_FIRST_CONV_CL", True)
+    monkeypatch.setattr(networks, "C_WINOGRAD", True)
     calls = []
-    for name in ("conv3_cl_forward", "conv3_cl_grad_weight"):
+    for name in ("conv3_cl_forward", "conv3_cl_grad_weight", "wino_forward", "wino_grad_input",
+                 "wino_grad_weight"):
         monkeypatch.setattr(ckernels, name,
                             lambda *a, _f=getattr(ckernels, name), _n=name: calls.append(_n)
                             or _f(*a))
     got = _bn_training_steps(create_graph)
-    # the first layer of both steps, and its weight gradient: under create_graph the first
-    # backward recomputes it with F.conv2d (differentiable: the second derivatives below agree)
-    # and the C loops serve the second backward, back through the layer's output
-    assert calls == ["conv3_cl_forward", "conv3_cl_grad_weight"] * 2
+    # per step: the first layer (3 -> 16 channels) and the second (16 -> 16, 8x8) forward, then
+    # their gradients. Under create_graph the first backward recomputes them with F.conv2d
+    # (differentiable: the second derivatives below agree) and the C loops serve the second
+    # backward, back through the layers' outputs.
+    step = ["conv3_cl_forward", "wino_forward", "wino_grad_input", "wino_grad_weight",
+            "conv3_cl_grad_weight"]
+    assert calls == step * 2
     scale = max(r.abs().max() for r in ref[1:])
     for r, t, c in zip(ref, tail_only, got):
         # conv biases feeding batch norm have zero gradients but for rounding (as above)
@@ -400,23 +454,73 @@ def test_bn_network_takes_the_channels_last_conv_and_equals_the_native_one(kerne
         assert (c - t).abs().max() <= 1e-5 * t.abs().max() + 1e-5 * scale
     calls.clear()
     _bn_training_steps(create_graph, input_grad=True)   # an input that needs its gradient
-    assert calls == []
+    assert "conv3_cl_forward" not in calls and calls.count("wino_forward") == 2
 
 
-def test_channels_last_conv_is_taken_only_where_it_applies(kernels):
-    from ddbook.networks import _first_conv_cl
+def test_channels_last_convs_are_taken_only_where_they_apply(kernels, monkeypatch):
+    from ddbook import networks
+    from ddbook.networks import _Conv3x3CL, _Conv3x3Wino, _conv_function
     kernels("c")
     bn = get_network("ConvNetBN", 10, width=32, seed=0, device="cpu")
-    conv = bn.features[0]
+    conv, conv2 = bn.features[0], bn.features[4]
     x = torch.randn(2, 3, 32, 32)
-    assert _first_conv_cl(conv, x) and _first_conv_cl(conv, x.contiguous(memory_format=_CL))
-    assert not _first_conv_cl(conv, x.requires_grad_())
-    assert not _first_conv_cl(bn.features[4], torch.randn(2, 32, 16, 16))   # 32 input channels
-    assert not _first_conv_cl(conv, torch.randn(2, 3, 32, 32, dtype=torch.float64))
-    assert not _first_conv_cl(conv, torch.randn(2, 3, 32, 64)[..., ::2])    # strided
-    inorm = get_network("ConvNet", 10, width=32, seed=0, device="cpu")        # NCHW weights
-    assert not _first_conv_cl(inorm.features[0], torch.randn(2, 3, 32, 32))
-    narrow = get_network("ConvNetBN", 10, width=8, seed=0, device="cpu")     # 8 outputs
-    assert not _first_conv_cl(narrow.features[0], torch.randn(2, 3, 32, 32))
+    h = torch.randn(2, 32, 16, 16).contiguous(memory_format=_CL)
+    assert _conv_function(conv, x) is _Conv3x3CL
+    assert _conv_function(conv, x.contiguous(memory_format=_CL)) is _Conv3x3CL
+    assert _conv_function(conv2, h) is _Conv3x3Wino
+    assert _conv_function(conv2, h.requires_grad_()) is _Conv3x3Wino
+    assert _conv_function(conv, x.requires_grad_()) is None          # input gradient wanted
+    assert _conv_function(conv2, torch.randn(2, 32, 16, 16)) is None  # NCHW input
+    assert _conv_function(conv2, torch.randn(2, 32, 15, 16).contiguous(memory_format=_CL)) is None
+    assert _conv_function(conv, torch.randn(2, 3, 32, 32, dtype=torch.float64)) is None
+    assert _conv_function(conv, torch.randn(2, 3, 32, 64)[..., ::2]) is None   # strided
+    inorm = get_network("ConvNet", 10, width=32, seed=0, device="cpu")         # NCHW weights
+    assert _conv_function(inorm.features[0], torch.randn(2, 3, 32, 32)) is None
+    assert _conv_function(inorm.features[4], h) is None
+    narrow = get_network("ConvNetBN", 10, width=8, seed=0, device="cpu")      # 8 channels
+    assert _conv_function(narrow.features[0], torch.randn(2, 3, 32, 32)) is None
+    assert _conv_function(narrow.features[4],
+                          torch.randn(2, 8, 16, 16).contiguous(memory_format=_CL)) is None
+    monkeypatch.setattr(networks, "C_WINOGRAD", False)
+    assert _conv_function(conv2, h) is None and _conv_function(conv, x.detach()) is _Conv3x3CL
+    monkeypatch.setattr(networks, "C_FIRST_CONV_CL", False)
+    assert _conv_function(conv, x.detach()) is None
+    monkeypatch.setattr(networks, "C_WINOGRAD", True)
     kernels("torch")
-    assert not _first_conv_cl(conv, torch.randn(2, 3, 32, 32))
+    assert _conv_function(conv2, h) is None
+
+
+@pytest.mark.parametrize("shape,out_channels", [
+    ((5, 32, 16, 16), 32), ((2, 16, 6, 10), 48), ((3, 48, 2, 2), 16), ((1, 16, 8, 4), 16)],
+    ids=lambda v: str(v))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_winograd_loops_equal_the_native_convolution(kernels, shape, out_channels, bias):
+    """wino_forward, wino_grad_input and wino_grad_weight against F.conv2d and its gradients, on
+    square and oblong images, block counts of tiles that are and are not whole (24 tiles) and
+    more and fewer output than input channels; deterministic; other shapes refused."""
+    kernels("c")
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(*shape, generator=g).contiguous(memory_format=_CL)
+    w = torch.randn(out_channels, shape[1], 3, 3, generator=g)
+    b = torch.randn(out_channels, generator=g) if bias else None
+    y = ckernels.wino_forward(x, w, b)
+    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
+    assert y.is_contiguous(memory_format=_CL) and y.shape == ref.shape
+    grad = torch.randn(ref.shape, generator=g).contiguous(memory_format=_CL)
+    rgx, rgw, rgb = torch.ops.aten.convolution_backward(
+        grad, x, w, [out_channels], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True])
+    gx = ckernels.wino_grad_input(grad, w)
+    gw, gb = ckernels.wino_grad_weight(x, grad)
+    assert gx.is_contiguous(memory_format=_CL)
+    for r, c in ((ref, y), (rgx, gx), (rgw, gw), (rgb, gb)):
+        assert c.shape == r.shape
+        assert (c - r).abs().max() <= 1e-5 * r.abs().max()
+    again = (ckernels.wino_forward(x, w, b), ckernels.wino_grad_input(grad, w),
+             *ckernels.wino_grad_weight(x, grad))
+    assert all(torch.equal(a, c) for a, c in zip(again, (y, gx, gw, gb)))
+    for bad in ((2, 8, 4, 4), (2, 16, 5, 4)):
+        xb = torch.randn(*bad).contiguous(memory_format=_CL)
+        with pytest.raises(ValueError, match="shapes outside"):
+            ckernels.wino_forward(xb, torch.randn(16, bad[1], 3, 3), None)
+    with pytest.raises(ValueError, match="shapes outside"):
+        ckernels.wino_forward(x, torch.randn(24, shape[1], 3, 3), None)

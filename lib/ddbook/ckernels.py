@@ -47,7 +47,7 @@ __all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backwa
            "conv3_grad_input", "conv3_grad_weight", "recorded_mode", "kernels_as",
            "KernelBuildError"]
 
-_SOURCES = [Path(__file__).with_name(f) for f in ("_tail.c", "_conv.c")]
+_SOURCES = [Path(__file__).with_name(f) for f in ("_tail.c", "_conv.c", "_wino.c")]
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-shared",
           "-fPIC"]
 _MODES = ("auto", "c", "torch")
@@ -119,10 +119,14 @@ def _build() -> ctypes.CDLL:
     lib.ddb_conv3_grad_weight.argtypes = [i64] * 5 + [ptr] * 4
     lib.ddb_conv3_cl_forward.argtypes = [i64] * 5 + [ptr] * 4
     lib.ddb_conv3_cl_grad_weight.argtypes = [i64] * 5 + [ptr] * 4
+    lib.ddb_wino_forward.argtypes = [i64] * 5 + [ptr] * 4 + [c_int]
+    lib.ddb_wino_grad_input.argtypes = [i64] * 5 + [ptr] * 3 + [c_int]
+    lib.ddb_wino_grad_weight.argtypes = [i64] * 5 + [ptr] * 4 + [c_int]
     for f in (lib.ddb_tail_forward, lib.ddb_tail_backward, lib.ddb_tail_double_backward,
               lib.ddb_bn_cl_forward, lib.ddb_bn_cl_backward, lib.ddb_conv3_forward,
               lib.ddb_conv3_grad_input, lib.ddb_conv3_grad_weight, lib.ddb_conv3_cl_forward,
-              lib.ddb_conv3_cl_grad_weight):
+              lib.ddb_conv3_cl_grad_weight, lib.ddb_wino_forward, lib.ddb_wino_grad_input,
+              lib.ddb_wino_grad_weight):
         f.restype = c_int
     lib.ddbook_version = version
     return lib
@@ -216,7 +220,7 @@ def _p(t: torch.Tensor | None) -> int | None:
 def _check(code: int) -> None:
     if code == 2:
         raise ValueError("ddbook C convolution: shapes outside what its loops take (the caller "
-                         "routes only those; see fused.cl_conv_usable)")
+                         "routes only those: networks._conv_function)")
     if code != 0:
         raise MemoryError("ddbook C block tail: out of memory for its work buffers")
 
@@ -324,4 +328,45 @@ def conv3_cl_grad_weight(x, grad):
     o = grad.shape[1]
     gw, gb = x.new_empty((o, c, 3, 3)), x.new_empty(o)
     _check(library().ddb_conv3_cl_grad_weight(n, c, o, h, w, _p(x), _p(grad), _p(gw), _p(gb)))
+    return gw, gb
+
+
+def _layout(t: torch.Tensor):
+    """NCHW for a contiguous tensor, else channels-last (the Winograd loops take both)."""
+    return torch.contiguous_format if t.is_contiguous() else _CL
+
+
+def wino_forward(x, weight, bias):
+    """``F.conv2d(x, weight, bias, padding=1)`` for a 3x3 kernel by Winograd F(2x2, 3x3)
+    (``_wino.c``; channels multiples of 16, even height and width), on an NCHW or a
+    channels-last ``x``; the output in the same layout."""
+    n, c, h, w = x.shape
+    fmt = _layout(x)
+    y = torch.empty((n, weight.shape[0], h, w), memory_format=fmt)
+    _check(library().ddb_wino_forward(n, c, weight.shape[0], h, w, _p(x), _p(weight), _p(bias),
+                                      _p(y), int(fmt == torch.contiguous_format)))
+    return y
+
+
+def wino_grad_input(grad, weight):
+    """The gradient wrt the input of :func:`wino_forward` from its output's gradient, in the
+    gradient's layout."""
+    n, o, h, w = grad.shape
+    fmt = _layout(grad)
+    gx = torch.empty((n, weight.shape[1], h, w), memory_format=fmt)
+    _check(library().ddb_wino_grad_input(n, weight.shape[1], o, h, w, _p(grad), _p(weight),
+                                         _p(gx), int(fmt == torch.contiguous_format)))
+    return gx
+
+
+def wino_grad_weight(x, grad):
+    """The gradients wrt the weight and the bias of :func:`wino_forward` from its input and its
+    output's gradient (taken in the input's layout)."""
+    n, c, h, w = x.shape
+    o = grad.shape[1]
+    fmt = _layout(x)
+    grad = grad.contiguous(memory_format=fmt)
+    gw, gb = x.new_empty((o, c, 3, 3)), x.new_empty(o)
+    _check(library().ddb_wino_grad_weight(n, c, o, h, w, _p(x), _p(grad), _p(gw), _p(gb),
+                                          int(fmt == torch.contiguous_format)))
     return gw, gb

@@ -31,7 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ckernels
-from .networks import ConvNet, _unpool2
+from . import networks
+from .networks import ConvNet, _conv3x3_pad1, _unpool2
 
 __all__ = ["convnet_plan"]
 
@@ -242,33 +243,6 @@ def _wanted(ctx, i: int) -> bool:
         return True
 
 
-class _Conv3x3(torch.autograd.Function):
-    """``F.conv2d(x, weight, bias, padding=1)`` for 3x3 kernels through the C loops of
-    ``_conv.c`` (``bias`` may be None). Each derivative is again one of the three loops
-    (``_Conv3x3GradInput``, ``_Conv3x3GradWeight``), so every order of differentiation runs
-    through them; the gradients a backward pass will not use are not computed."""
-
-    @staticmethod
-    def forward(x, weight, bias):
-        return ckernels.conv3_forward(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], inputs[1])
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if grad is None:
-            return None, None, None
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous()
-        gx = _Conv3x3GradInput.apply(grad, weight) if _wanted(ctx, 0) else None
-        want_w, want_b = _wanted(ctx, 1), _wanted(ctx, 2)
-        gw, gb = _Conv3x3GradWeight.apply(x, grad) if want_w or want_b else (None, None)
-        return gx, gw if want_w else None, gb if want_b else None
-
-
 class _SavesInputs(torch.autograd.Function):
     """A Function of two tensors that keeps both for its backward, which gets None (not zeros)
     for an output whose gradient nothing asked for."""
@@ -279,53 +253,100 @@ class _SavesInputs(torch.autograd.Function):
         ctx.set_materialize_grads(False)
 
 
-class _Conv3x3GradInput(_SavesInputs):
-    """gx: the adjoint in x of the 3x3 convolution applied to ``grad``."""
+def _conv3x3_family(kernels: str, name: str) -> tuple:
+    """The three Functions of a 3x3, stride-1, padding-1 convolution computed by
+    ``ckernels.<kernels>_forward``, ``_grad_input`` and ``_grad_weight`` (looked up at each
+    call): the convolution, its adjoint in x, its weight and bias gradients. Each derivative is
+    again one of the three, so every order of differentiation runs through them; the gradients a
+    backward pass will not use are not computed."""
 
-    @staticmethod
-    def forward(grad, weight):
-        return ckernels.conv3_grad_input(grad, weight)
+    def k(name: str) -> Callable:
+        return getattr(ckernels, f"{kernels}_{name}")
 
-    @staticmethod
-    def backward(ctx, a):   # <a, gi(g, w)> = <conv(a, w), g> = <w, gw(a, g)>
-        if a is None:
-            return None, None
-        grad, weight = ctx.saved_tensors
-        a = a.contiguous()
-        g_grad = _Conv3x3.apply(a, weight, None) if _wanted(ctx, 0) else None
-        g_w = _Conv3x3GradWeight.apply(a, grad)[0] if _wanted(ctx, 1) else None
-        return g_grad, g_w
+    class Conv(torch.autograd.Function):
+        @staticmethod
+        def forward(x, weight, bias):
+            return k("forward")(x, weight, bias)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0], inputs[1])
+            ctx.set_materialize_grads(False)
+
+        @staticmethod
+        def backward(ctx, grad):
+            if grad is None:
+                return None, None, None
+            x, weight = ctx.saved_tensors
+            grad = grad.contiguous()
+            gx = GradInput.apply(grad, weight) if _wanted(ctx, 0) else None
+            want_w, want_b = _wanted(ctx, 1), _wanted(ctx, 2)
+            gw, gb = GradWeight.apply(x, grad) if want_w or want_b else (None, None)
+            return gx, gw if want_w else None, gb if want_b else None
+
+    class GradInput(_SavesInputs):
+        @staticmethod
+        def forward(grad, weight):
+            return k("grad_input")(grad, weight)
+
+        @staticmethod
+        def backward(ctx, a):   # <a, gi(g, w)> = <conv(a, w), g> = <w, gw(a, g)>
+            if a is None:
+                return None, None
+            grad, weight = ctx.saved_tensors
+            a = a.contiguous()
+            g_grad = Conv.apply(a, weight, None) if _wanted(ctx, 0) else None
+            g_w = GradWeight.apply(a, grad)[0] if _wanted(ctx, 1) else None
+            return g_grad, g_w
+
+    class GradWeight(_SavesInputs):
+        @staticmethod
+        def forward(x, grad):
+            return k("grad_weight")(x, grad)
+
+        @staticmethod
+        def backward(ctx, a_w, a_b):
+            # <a_w, gw(x, g)> + <a_b, gb(g)> = <conv(x, a_w) + a_b, g>
+            #                                = <x, gi(g, a_w)> + <conv(x, a_w) + a_b, g>
+            if a_w is None and a_b is None:
+                return None, None
+            x, grad = ctx.saved_tensors
+            g_x = g_grad = None
+            if a_w is not None and _wanted(ctx, 0):
+                g_x = GradInput.apply(grad, a_w.contiguous())
+            if _wanted(ctx, 1):
+                a_w = (x.new_zeros((grad.shape[1], x.shape[1], 3, 3)) if a_w is None
+                       else a_w.contiguous())
+                g_grad = Conv.apply(x, a_w, None if a_b is None else a_b.contiguous())
+            return g_x, g_grad
+
+    for cls, suffix, doc in (
+            (Conv, "", "``F.conv2d(x, weight, bias, padding=1)`` (``bias`` may be None)"),
+            (GradInput, "GradInput", "gx: the adjoint in x of the convolution applied to grad"),
+            (GradWeight, "GradWeight", "(gw, gb): the gradients wrt the weight and bias, from "
+                                       "the input x and grad")):
+        cls.__name__ = cls.__qualname__ = f"_{name}{suffix}"
+        cls.__doc__ = f"{doc}, through ``ckernels.{kernels}_*``."
+    return Conv, GradInput, GradWeight
 
 
-class _Conv3x3GradWeight(_SavesInputs):
-    """(gw, gb): the gradients wrt the 3x3 convolution's weight and bias, from its input x and
-    ``grad``."""
-
-    @staticmethod
-    def forward(x, grad):
-        return ckernels.conv3_grad_weight(x, grad)
-
-    @staticmethod
-    def backward(ctx, a_w, a_b):
-        # <a_w, gw(x, g)> + <a_b, gb(g)> = <conv(x, a_w) + a_b, g> = <x, gi(g, a_w)> + <a_b, gb>
-        if a_w is None and a_b is None:
-            return None, None
-        x, grad = ctx.saved_tensors
-        g_x = g_grad = None
-        if a_w is not None and _wanted(ctx, 0):
-            g_x = _Conv3x3GradInput.apply(grad, a_w.contiguous())
-        if _wanted(ctx, 1):
-            a_w = (x.new_zeros((grad.shape[1], x.shape[1], 3, 3)) if a_w is None
-                   else a_w.contiguous())
-            g_grad = _Conv3x3.apply(x, a_w, None if a_b is None else a_b.contiguous())
-        return g_x, g_grad
+# the 3x3 convolution of few input channels as direct C loops (_conv.c), and of channels in
+# multiples of 16 by Winograd F(2x2, 3x3) (_wino.c)
+_Conv3x3, _Conv3x3GradInput, _Conv3x3GradWeight = _conv3x3_family("conv3", "Conv3x3")
+_Wino3x3, _Wino3x3GradInput, _Wino3x3GradWeight = _conv3x3_family("wino", "Wino3x3")
 
 
 def _conv_c(m: nn.Module) -> bool:
     """True for a conv that the C loops compute: 3x3, stride 1, padding 1, few input channels."""
-    return (type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.stride == (1, 1)
-            and m.padding == (1, 1) and m.dilation == (1, 1) and m.groups == 1
-            and m.padding_mode == "zeros" and m.in_channels <= C_CONV_MAX_CHANNELS)
+    return _conv3x3_pad1(m) and m.in_channels <= C_CONV_MAX_CHANNELS
+
+
+def _conv_wino(m: nn.Module, x: torch.Tensor) -> bool:
+    """True for a conv that Winograd computes on ``x``: 3x3, stride 1, padding 1, channels in
+    multiples of 16, even height and width (and ``networks.C_WINOGRAD`` on)."""
+    return (networks.C_WINOGRAD and _conv3x3_pad1(m) and m.in_channels % 16 == 0
+            and m.out_channels % 16 == 0 and x.dim() == 4 and x.shape[-1] % 2 == 0
+            and x.shape[-2] % 2 == 0)
 
 
 C_CONV_MAX_CHANNELS = 4   # wider inputs keep oneDNN, near the sgemm peak there (benchmarks/)
@@ -344,6 +365,8 @@ def _layer_op(m: nn.Module, name: str) -> Callable | None:
         def conv(p, x):
             if _conv_c(m) and ckernels.usable(x, p[w], p[b]):
                 return _Conv3x3.apply(x, p[w], p[b])
+            if _conv_wino(m, x) and ckernels.usable(x, p[w], p[b]):
+                return _Wino3x3.apply(x, p[w], p[b])
             return F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
         return conv
     if type(m) is nn.GroupNorm and m.affine and m.num_groups == m.num_channels:

@@ -302,24 +302,69 @@ class _Conv3x3CL(torch.autograd.Function):
         return None, gw, gb if ctx.has_bias else None
 
 
-C_FIRST_CONV_CL = True   # the switch for _Conv3x3CL (benchmarks turn it off to compare)
+class _Conv3x3Wino(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias, padding=1)`` of a channels-last training network's wider 3x3
+    layers (channels multiples of 16, even height and width) by Winograd F(2x2, 3x3) through
+    ``_wino.c``: 16 multiply-adds per 2x2 output tile and channel pair instead of 36, for the
+    forward, the input gradient and the weight gradient alike. A create_graph backward
+    differentiates the stock convolution instead."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return ckernels.wino_forward(x, weight.contiguous(), bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        want_x, want_w, want_b = ctx.needs_input_grad
+        want_b = want_b and ctx.has_bias
+        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
+            wanted = [t for t, on in ((x, want_x), (weight, want_w)) if on]
+            with torch.enable_grad():
+                got = list(torch.autograd.grad(F.conv2d(x, weight, None, padding=1), wanted,
+                                               grad, create_graph=True)) if wanted else []
+            return (got.pop(0) if want_x else None, got.pop(0) if want_w else None,
+                    grad.sum((0, 2, 3)) if want_b else None)
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        gx = ckernels.wino_grad_input(grad, weight.contiguous()) if want_x else None
+        gw = gb = None
+        if want_w or want_b:
+            gw, gb = ckernels.wino_grad_weight(x, grad)
+        return gx, gw if want_w else None, gb if want_b else None
 
 
-def _first_conv_cl(m: nn.Module, x: torch.Tensor) -> bool:
-    """True when ``m`` applied to ``x`` is a channels-last training network's first convolution
-    that ``_Conv3x3CL`` computes: 3x3, stride 1, padding 1, 1-4 input channels, a multiple of 16
-    output channels, a weight that is a channels-last leaf (not a functional student's view),
-    an input that needs no gradient, float32 CPU tensors, the C loops on."""
-    return (C_FIRST_CONV_CL and type(m) is nn.Conv2d and m.kernel_size == (3, 3)
-            and m.stride == (1, 1) and m.padding == (1, 1) and m.dilation == (1, 1)
-            and m.groups == 1 and m.padding_mode == "zeros" and m.in_channels <= 4
-            and m.out_channels % 16 == 0 and x.dim() == 4 and not x.requires_grad
+C_FIRST_CONV_CL = True   # the switches for _Conv3x3CL and _Conv3x3Wino (benchmarks turn them
+C_WINOGRAD = True        # off to compare)
+
+
+def _conv3x3_pad1(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.kernel_size == (3, 3) and m.stride == (1, 1)
+            and m.padding == (1, 1) and m.dilation == (1, 1) and m.groups == 1
+            and m.padding_mode == "zeros")
+
+
+def _conv_function(m: nn.Module, x: torch.Tensor):
+    """The C-loop Function that computes ``m(x)`` in a channels-last training network, or None:
+    ``_Conv3x3CL`` for a first layer (1-4 input channels, an input that needs no gradient),
+    ``_Conv3x3Wino`` for a wider layer on a channels-last input (channels multiples of 16, even
+    height and width). Both need a 3x3, stride-1, padding-1 convolution with a multiple of 16
+    output channels whose weight is a channels-last leaf (not a functional student's view),
+    float32 CPU tensors and the C loops on."""
+    if not (_conv3x3_pad1(m) and m.out_channels % 16 == 0 and x.dim() == 4
             and m.weight.grad_fn is None and x.dtype == torch.float32
             and m.weight.dtype == torch.float32
+            and ckernels.usable(m.weight, channels_last=True) and ckernels.usable(m.bias)):
+        return None
+    if (C_FIRST_CONV_CL and m.in_channels <= 4 and not x.requires_grad
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
-            and ckernels.usable(m.weight, channels_last=True)
-            and ckernels.usable(x, channels_last=not x.is_contiguous())
-            and ckernels.usable(m.bias))
+            and ckernels.usable(x, channels_last=not x.is_contiguous())):
+        return _Conv3x3CL
+    if (C_WINOGRAD and m.in_channels % 16 == 0 and x.shape[-1] % 2 == 0 == x.shape[-2] % 2
+            and ckernels.usable(x, channels_last=True)):
+        return _Conv3x3Wino
+    return None
 
 
 def _batch_relu_pool(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -390,8 +435,8 @@ class ConvNetFeatures(nn.Sequential):
                 x = fn.apply(x, norm.weight, norm.bias, norm.eps)[0]
             elif n == 2:
                 x = _ReLUPool.apply(x)[0]
-            elif _first_conv_cl(mods[i], x):
-                x, n = _Conv3x3CL.apply(x, mods[i].weight, mods[i].bias), 1
+            elif (conv := _conv_function(mods[i], x)) is not None:
+                x, n = conv.apply(x, mods[i].weight, mods[i].bias), 1
             else:
                 x, n = mods[i](x), 1
             i += n
