@@ -101,6 +101,20 @@ def test_student_unroll_agrees_across_kernels(kernels):
     assert (g - ref_g).abs().max() <= 1e-4 * ref_g.abs().max()
 
 
+def test_every_c_file_is_shipped_with_the_package():
+    """A wheel or non-editable install carries the C files the build reads (pyproject.toml's
+    package data): a missing one would fail only at first use, on someone else's machine."""
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    shipped = set(data["tool"]["setuptools"]["package-data"]["ddbook"])
+    needed = {f.name for f in ckernels._SOURCES + ckernels._HEADERS}
+    assert needed <= shipped, needed - shipped
+    on_disk = {f.name for f in (root / "lib" / "ddbook").glob("*.[ch]")}
+    assert on_disk == needed, "a C file on disk that the build does not read, or the reverse"
+
+
 def test_mode_is_checked_and_named_in_provenance(kernels, monkeypatch, tmp_path):
     kernels("fast")
     with pytest.raises(ValueError, match="DDBOOK_KERNELS='fast'.*Fix"):

@@ -17,27 +17,7 @@
  * 4 output channels x 3 taps of a row. grad_weight sums each
  * image's products per lane in float, then adds the lane sums into double totals, in a fixed
  * order: a result depends on nothing but its inputs. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef int64_t i64;
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
-
-static inline v8 ld8(const float *p) { return *(const v8u *)p; }
-static inline void st8(float *p, v8 v) { *(v8u *)p = v; }
-static inline v8 bc8(float s) { return (v8){s, s, s, s, s, s, s, s}; }
-
-/* v, pinned in a register: without this GCC folds the load into every FMA that reads it, and
- * the loops become bound by loads instead of multiply-adds (measured: 1.2-1.5x slower) */
-#if defined(__x86_64__) || defined(__i386__)
-#define PIN(v) __asm__("" : "+x"(v))
-#elif defined(__aarch64__)
-#define PIN(v) __asm__("" : "+w"(v))
-#else
-#define PIN(v) ((void)0)
-#endif
+#include "_simd.h"
 
 /* the sum of a vector's lanes, in a fixed order */
 static inline float hsum8(v8 v)
@@ -52,12 +32,6 @@ static inline float hsum8(v8 v)
  * 1.0-1.5x slower) */
 #define OB 4
 #define VB 2
-
-static float *alloc_floats(i64 n)
-{
-    size_t bytes = (size_t)((n * (i64)sizeof(float) + 63) / 64 * 64);
-    return (float *)aligned_alloc(64, bytes ? bytes : 64);
-}
 
 /* xp (C, H + 2, Wp): x (C, H, W) with a zero border of one pixel, each row padded with zeros
  * (only the border is cleared; measured no faster: three shifted aligned copies, and copying
@@ -283,20 +257,6 @@ int ddb_conv3_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, con
 #define NPX 2   /* pixels x 8-float vectors of output channels per forward register block: 8 */
 #define NVC 4   /* accumulators + 4 weights + 1 broadcast input (measured, batch 128, 3 -> 32
                    channels: 6 x 2 57, 5 x 2 60, 4 x 2 68, 3 x 4 49 (spills), 2 x 4 77 GFLOP/s) */
-
-/* xp (H + 2, W + 2, C): one channels-last image with a zero border */
-static void pad_image_cl(float *xp, const float *x, i64 C, i64 H, i64 W)
-{
-    const i64 rw = (W + 2) * C;
-    memset(xp, 0, sizeof(float) * (size_t)rw);
-    memset(xp + (H + 1) * rw, 0, sizeof(float) * (size_t)rw);
-    for (i64 h = 0; h < H; h++) {
-        float *row = xp + (h + 1) * rw;
-        memset(row, 0, sizeof(float) * (size_t)C);
-        memcpy(row + C, x + h * W * C, sizeof(float) * (size_t)(W * C));
-        memset(row + (W + 1) * C, 0, sizeof(float) * (size_t)C);
-    }
-}
 
 /* np pixels (w0 ...) of output row h x nvec vectors of output channels from o0 */
 static inline __attribute__((always_inline)) void

@@ -27,34 +27,10 @@
  * products in float and adds them into double totals in a fixed order: a result depends on
  * nothing but its inputs. Channels must be multiples of 16 and H, W even: the caller checks
  * (2 is returned otherwise). */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-typedef int64_t i64;
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
-
-static inline v8 ld8(const float *p) { return *(const v8u *)p; }
-static inline void st8(float *p, v8 v) { *(v8u *)p = v; }
-static inline v8 bc8(float s) { return (v8){s, s, s, s, s, s, s, s}; }
-
-#if defined(__x86_64__) || defined(__i386__)
-#define PIN(v) __asm__("" : "+x"(v))
-#elif defined(__aarch64__)
-#define PIN(v) __asm__("" : "+w"(v))
-#else
-#define PIN(v) ((void)0)
-#endif
+#include "_simd.h"
 
 #define TB 24   /* tiles per block (measured 12-66 at 16x16 and 8x8: 18-24 best) */
 #define MR 6    /* tiles (forward) or output channels (weight gradient) per register block */
-
-static float *wino_alloc(i64 n)
-{
-    size_t bytes = (size_t)((n * (i64)sizeof(float) + 63) / 64 * 64);
-    return (float *)aligned_alloc(64, bytes ? bytes : 64);
-}
 
 static int wino_shapes_ok(i64 C, i64 O, i64 H, i64 W)
 {
@@ -83,20 +59,6 @@ static void wino_weights(float *U, const float *w, i64 C, i64 O, int flip)
                 for (int j = 0; j < 4; j++) U[((i * 4 + j) * C + c) * O + o] = u[j];
             }
         }
-}
-
-/* xp (H + 2, W + 2, C): one channels-last image with a zero border */
-static void wino_pad(float *xp, const float *x, i64 C, i64 H, i64 W)
-{
-    const i64 rw = (W + 2) * C;
-    memset(xp, 0, sizeof(float) * (size_t)rw);
-    memset(xp + (H + 1) * rw, 0, sizeof(float) * (size_t)rw);
-    for (i64 h = 0; h < H; h++) {
-        float *row = xp + (h + 1) * rw;
-        memset(row, 0, sizeof(float) * (size_t)C);
-        memcpy(row + C, x + h * W * C, sizeof(float) * (size_t)(W * C));
-        memset(row + (W + 1) * C, 0, sizeof(float) * (size_t)C);
-    }
 }
 
 /* an image's (C, HW) planes as (HW, C) rows and back: the NCHW layout of a distillation
@@ -206,9 +168,9 @@ static int wino_run(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, const flo
                     const float *b, float *y, int nchw)
 {
     const i64 T = (H / 2) * (W / 2), HW = H * W;
-    float *xp = wino_alloc((H + 2) * (W + 2) * C), *V = wino_alloc(16 * TB * C),
-          *M = wino_alloc(16 * TB * O);
-    float *xr = nchw ? wino_alloc(HW * C) : NULL, *yr = nchw ? wino_alloc(HW * O) : NULL;
+    float *xp = alloc_floats((H + 2) * (W + 2) * C), *V = alloc_floats(16 * TB * C),
+          *M = alloc_floats(16 * TB * O);
+    float *xr = nchw ? alloc_floats(HW * C) : NULL, *yr = nchw ? alloc_floats(HW * O) : NULL;
     int code = 0;
     if (!xp || !V || !M || (nchw && (!xr || !yr))) {
         code = 1;
@@ -221,7 +183,7 @@ static int wino_run(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, const flo
             to_rows(xr, xn, C, HW);
             xn = xr;
         }
-        wino_pad(xp, xn, C, H, W);
+        pad_image_cl(xp, xn, C, H, W);
         for (i64 t0 = 0; t0 < T; t0 += TB) {
             const int nt = (int)(T - t0 < TB ? T - t0 : TB);
             wino_input(V, xp, t0, nt, C, W);
@@ -245,7 +207,7 @@ int ddb_wino_forward(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, const fl
                      const float *b, float *y, int nchw)
 {
     if (!wino_shapes_ok(C, O, H, W)) return 2;
-    float *U = wino_alloc(16 * C * O);
+    float *U = alloc_floats(16 * C * O);
     if (!U) return 1;
     wino_weights(U, w, C, O, 0);
     const int code = wino_run(N, C, O, H, W, x, U, b, y, nchw);
@@ -259,7 +221,7 @@ int ddb_wino_grad_input(i64 N, i64 C, i64 O, i64 H, i64 W, const float *g, const
                         float *gx, int nchw)
 {
     if (!wino_shapes_ok(C, O, H, W)) return 2;
-    float *U = wino_alloc(16 * O * C);
+    float *U = alloc_floats(16 * O * C);
     if (!U) return 1;
     wino_weights(U, w, O, C, 1);   /* a convolution from O channels to C */
     const int code = wino_run(N, O, C, H, W, g, U, NULL, gx, nchw);
@@ -324,19 +286,14 @@ int ddb_wino_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, cons
 {
     if (!wino_shapes_ok(C, O, H, W)) return 2;
     const i64 T = (H / 2) * (W / 2), HW = H * W;
-    float *xp = wino_alloc((H + 2) * (W + 2) * C), *V = wino_alloc(16 * TB * C),
-          *dM = wino_alloc(16 * TB * O), *dU = wino_alloc(16 * O * C);
-    float *xr = nchw ? wino_alloc(HW * C) : NULL, *gr = nchw ? wino_alloc(HW * O) : NULL;
+    float *xp = alloc_floats((H + 2) * (W + 2) * C), *V = alloc_floats(16 * TB * C),
+          *dM = alloc_floats(16 * TB * O), *dU = alloc_floats(16 * O * C);
+    float *xr = nchw ? alloc_floats(HW * C) : NULL, *gr = nchw ? alloc_floats(HW * O) : NULL;
     double *tot = (double *)calloc((size_t)(16 * O * C + O), sizeof(double));
+    int code = 0;
     if (!xp || !V || !dM || !dU || !tot || (nchw && (!xr || !gr))) {
-        free(xp);
-        free(V);
-        free(dM);
-        free(dU);
-        free(xr);
-        free(gr);
-        free(tot);
-        return 1;
+        code = 1;
+        goto done;
     }
     double *btot = tot + 16 * O * C;
     float lanes[8];
@@ -348,7 +305,7 @@ int ddb_wino_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, cons
             xn = xr;
             gn = gr;
         }
-        wino_pad(xp, xn, C, H, W);
+        pad_image_cl(xp, xn, C, H, W);
         memset(dU, 0, sizeof(float) * (size_t)(16 * O * C));
         for (i64 t0 = 0; t0 < T; t0 += TB) {
             const int nt = (int)(T - t0 < TB ? T - t0 : TB);
@@ -391,6 +348,7 @@ int ddb_wino_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, cons
         }
     if (gb)
         for (i64 o = 0; o < O; o++) gb[o] = (float)btot[o];
+done:
     free(xp);
     free(V);
     free(dM);
@@ -398,5 +356,5 @@ int ddb_wino_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, cons
     free(xr);
     free(gr);
     free(tot);
-    return 0;
+    return code;
 }

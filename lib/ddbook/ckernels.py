@@ -48,6 +48,7 @@ __all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backwa
            "KernelBuildError"]
 
 _SOURCES = [Path(__file__).with_name(f) for f in ("_tail.c", "_conv.c", "_wino.c")]
+_HEADERS = [Path(__file__).with_name("_simd.h")]   # in the build's key, not on its command line
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-shared",
           "-fPIC"]
 _MODES = ("auto", "c", "torch")
@@ -88,7 +89,7 @@ def _compiler() -> tuple[str, str]:
 def _build() -> ctypes.CDLL:
     from .paths import cache_dir
     cc, version = _compiler()
-    source = b"\0".join(f.read_bytes() for f in _SOURCES)
+    source = b"\0".join(f.read_bytes() for f in _SOURCES + _HEADERS)
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(_FLAGS).encode(),
                                      _cpu().encode(), sys.platform.encode()])).hexdigest()[:16]
     folder = cache_dir() / "kernels"

@@ -272,6 +272,20 @@ class _BatchReLUPool(torch.autograd.Function):
         return (*ckernels.bn_cl_backward(grad, x, weight, mean, rstd, mask), None)
 
 
+def _conv_grads_differentiably(ctx, x, weight, grad) -> tuple:
+    """The gradients wrt (x, weight, bias) that ``ctx`` needs, of a 3x3 padding-1 convolution
+    whose output gradient is ``grad``, as a graph of stock ops (a create_graph backward)."""
+    want_x, want_w, want_b = ctx.needs_input_grad
+    wanted = [t for t, on in ((x, want_x), (weight, want_w)) if on]
+    got = []
+    if wanted:
+        with torch.enable_grad():
+            got = list(torch.autograd.grad(F.conv2d(x, weight, None, padding=1), wanted, grad,
+                                           create_graph=True))
+    return (got.pop(0) if want_x else None, got.pop(0) if want_w else None,
+            grad.sum((0, 2, 3)) if want_b and ctx.has_bias else None)
+
+
 class _Conv3x3CL(torch.autograd.Function):
     """``F.conv2d(x, weight, bias, padding=1)`` of a channels-last ConvNet's first layer (1-4
     input channels, 3x3) in training, through the channels-last C loops of ``ddbook.ckernels``
@@ -290,14 +304,7 @@ class _Conv3x3CL(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
-            with torch.enable_grad():
-                w = weight.detach().requires_grad_()
-                b = (torch.zeros(weight.shape[0], dtype=weight.dtype, requires_grad=True)
-                     if ctx.has_bias else None)
-                y = F.conv2d(x, w, b, padding=1)
-                gw, *gb = torch.autograd.grad(y, (w, b) if ctx.has_bias else (w,), grad,
-                                              create_graph=True)
-            return None, gw, gb[0] if ctx.has_bias else None
+            return _conv_grads_differentiably(ctx, x, weight, grad)
         gw, gb = ckernels.conv3_cl_grad_weight(x, grad.contiguous(memory_format=torch.channels_last))
         return None, gw, gb if ctx.has_bias else None
 
@@ -318,15 +325,10 @@ class _Conv3x3Wino(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
+            return _conv_grads_differentiably(ctx, x, weight, grad)
         want_x, want_w, want_b = ctx.needs_input_grad
         want_b = want_b and ctx.has_bias
-        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
-            wanted = [t for t, on in ((x, want_x), (weight, want_w)) if on]
-            with torch.enable_grad():
-                got = list(torch.autograd.grad(F.conv2d(x, weight, None, padding=1), wanted,
-                                               grad, create_graph=True)) if wanted else []
-            return (got.pop(0) if want_x else None, got.pop(0) if want_w else None,
-                    grad.sum((0, 2, 3)) if want_b else None)
         grad = grad.contiguous(memory_format=torch.channels_last)
         gx = ckernels.wino_grad_input(grad, weight.contiguous()) if want_x else None
         gw = gb = None
