@@ -378,6 +378,19 @@ def test_the_student_takes_the_conv_c_loops_for_few_input_channels_only(kernels,
 _CL = torch.channels_last
 
 
+def _cl_conv_case(conv, shape, out_channels, bias, seed):
+    """Channels-last x, weights, bias (or None), conv's output, F.conv2d's, and an output
+    gradient (channels-last), from one seed."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g).contiguous(memory_format=_CL)
+    w = torch.randn(out_channels, shape[1], 3, 3, generator=g)
+    b = torch.randn(out_channels, generator=g) if bias else None
+    y = conv(x, w, b)
+    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
+    assert y.is_contiguous(memory_format=_CL) and y.shape == ref.shape
+    return x, w, b, y, ref, torch.randn(ref.shape, generator=g).contiguous(memory_format=_CL)
+
+
 @pytest.mark.parametrize("shape,out_channels", [
     ((5, 3, 32, 32), 32), ((2, 3, 7, 11), 16), ((3, 1, 9, 5), 48), ((1, 4, 5, 3), 64),
     ((2, 2, 1, 1), 16), ((2, 3, 6, 6), 24)], ids=lambda v: str(v))
@@ -388,16 +401,9 @@ def test_channels_last_conv_c_loops_equal_the_native_convolution(kernels, shape,
     widths that are and are not whole pixel blocks (2) and output channels that are and are not
     whole blocks of 32 (forward) and 16 (weight gradient: 24 is refused); deterministic."""
     kernels("c")
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(*shape, generator=g).contiguous(memory_format=_CL)
-    w = torch.randn(out_channels, shape[1], 3, 3, generator=g)
-    b = torch.randn(out_channels, generator=g) if bias else None
-    y = ckernels.conv3_cl_forward(x, w, b)
-    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
-    assert y.is_contiguous(memory_format=_CL) and y.shape == ref.shape
+    x, w, b, y, ref, grad = _cl_conv_case(ckernels.conv3_cl_forward, shape, out_channels, bias, 7)
     assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
     assert torch.equal(y, ckernels.conv3_cl_forward(x, w, b))
-    grad = torch.randn(ref.shape, generator=g).contiguous(memory_format=_CL)
     if out_channels % 16:
         with pytest.raises(ValueError, match="shapes outside"):
             ckernels.conv3_cl_grad_weight(x, grad)
@@ -473,16 +479,16 @@ def test_bn_network_takes_the_channels_last_convs_and_equals_the_native_ones(ker
 
 def test_channels_last_convs_are_taken_only_where_they_apply(kernels, monkeypatch):
     from ddbook import networks
-    from ddbook.networks import _Conv3x3CL, _Conv3x3Wino, _conv_function
+    from ddbook.networks import _conv_function
     kernels("c")
     bn = get_network("ConvNetBN", 10, width=32, seed=0, device="cpu")
     conv, conv2 = bn.features[0], bn.features[4]
     x = torch.randn(2, 3, 32, 32)
     h = torch.randn(2, 32, 16, 16).contiguous(memory_format=_CL)
-    assert _conv_function(conv, x) is _Conv3x3CL
-    assert _conv_function(conv, x.contiguous(memory_format=_CL)) is _Conv3x3CL
-    assert _conv_function(conv2, h) is _Conv3x3Wino
-    assert _conv_function(conv2, h.requires_grad_()) is _Conv3x3Wino
+    assert _conv_function(conv, x) is False
+    assert _conv_function(conv, x.contiguous(memory_format=_CL)) is False
+    assert _conv_function(conv2, h) is True
+    assert _conv_function(conv2, h.requires_grad_()) is True
     assert _conv_function(conv, x.requires_grad_()) is None          # input gradient wanted
     assert _conv_function(conv2, torch.randn(2, 32, 16, 16)) is None  # NCHW input
     assert _conv_function(conv2, torch.randn(2, 32, 15, 16).contiguous(memory_format=_CL)) is None
@@ -496,7 +502,7 @@ def test_channels_last_convs_are_taken_only_where_they_apply(kernels, monkeypatc
     assert _conv_function(narrow.features[4],
                           torch.randn(2, 8, 16, 16).contiguous(memory_format=_CL)) is None
     monkeypatch.setattr(networks, "C_WINOGRAD", False)
-    assert _conv_function(conv2, h) is None and _conv_function(conv, x.detach()) is _Conv3x3CL
+    assert _conv_function(conv2, h) is None and _conv_function(conv, x.detach()) is False
     monkeypatch.setattr(networks, "C_FIRST_CONV_CL", False)
     assert _conv_function(conv, x.detach()) is None
     monkeypatch.setattr(networks, "C_WINOGRAD", True)
@@ -513,14 +519,7 @@ def test_winograd_loops_equal_the_native_convolution(kernels, shape, out_channel
     square and oblong images, block counts of tiles that are and are not whole (24 tiles) and
     more and fewer output than input channels; deterministic; other shapes refused."""
     kernels("c")
-    g = torch.Generator().manual_seed(11)
-    x = torch.randn(*shape, generator=g).contiguous(memory_format=_CL)
-    w = torch.randn(out_channels, shape[1], 3, 3, generator=g)
-    b = torch.randn(out_channels, generator=g) if bias else None
-    y = ckernels.wino_forward(x, w, b)
-    ref = torch.nn.functional.conv2d(x, w, b, padding=1)
-    assert y.is_contiguous(memory_format=_CL) and y.shape == ref.shape
-    grad = torch.randn(ref.shape, generator=g).contiguous(memory_format=_CL)
+    x, w, b, y, ref, grad = _cl_conv_case(ckernels.wino_forward, shape, out_channels, bias, 11)
     rgx, rgw, rgb = torch.ops.aten.convolution_backward(
         grad, x, w, [out_channels], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, True, True])
     gx = ckernels.wino_grad_input(grad, w)

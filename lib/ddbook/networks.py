@@ -272,73 +272,50 @@ class _BatchReLUPool(torch.autograd.Function):
         return (*ckernels.bn_cl_backward(grad, x, weight, mean, rstd, mask), None)
 
 
-def _conv_grads_differentiably(ctx, x, weight, grad) -> tuple:
-    """The gradients wrt (x, weight, bias) that ``ctx`` needs, of a 3x3 padding-1 convolution
-    whose output gradient is ``grad``, as a graph of stock ops (a create_graph backward)."""
-    want_x, want_w, want_b = ctx.needs_input_grad
-    wanted = [t for t, on in ((x, want_x), (weight, want_w)) if on]
-    got = []
-    if wanted:
-        with torch.enable_grad():
-            got = list(torch.autograd.grad(F.conv2d(x, weight, None, padding=1), wanted, grad,
-                                           create_graph=True))
-    return (got.pop(0) if want_x else None, got.pop(0) if want_w else None,
-            grad.sum((0, 2, 3)) if want_b and ctx.has_bias else None)
-
-
-class _Conv3x3CL(torch.autograd.Function):
-    """``F.conv2d(x, weight, bias, padding=1)`` of a channels-last ConvNet's first layer (1-4
-    input channels, 3x3) in training, through the channels-last C loops of ``ddbook.ckernels``
-    (``_conv.c``): the output channels-last, the weight and bias gradients from it. The input
-    needs no gradient (the caller routes only such inputs); a create_graph backward recomputes
-    the convolution with the stock op and differentiates that."""
+class _ConvCL(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias, padding=1)`` (3x3) in a channels-last training network,
+    through the C loops of ``ddbook.ckernels``, the output channels-last: a first layer (1-4
+    input channels, an input that needs no gradient) by the direct loops of ``_conv.c``
+    (``winograd`` False), a wider layer (channels multiples of 16, even height and width) by
+    Winograd F(2x2, 3x3) (``_wino.c``: 16 multiply-adds per 2x2 output tile and channel pair
+    instead of 36, for the forward and both gradients). A create_graph backward differentiates
+    the stock convolution instead."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
-        x = x.contiguous(memory_format=torch.channels_last)
+    def forward(ctx, x, weight, bias, winograd):
+        if not winograd:
+            x = x.contiguous(memory_format=torch.channels_last)
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return ckernels.conv3_cl_forward(x, weight.contiguous(), bias)
+        ctx.has_bias, ctx.winograd = bias is not None, winograd
+        conv = ckernels.wino_forward if winograd else ckernels.conv3_cl_forward
+        return conv(x, weight.contiguous(), bias)
 
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
-            return _conv_grads_differentiably(ctx, x, weight, grad)
-        gw, gb = ckernels.conv3_cl_grad_weight(x, grad.contiguous(memory_format=torch.channels_last))
-        return None, gw, gb if ctx.has_bias else None
-
-
-class _Conv3x3Wino(torch.autograd.Function):
-    """``F.conv2d(x, weight, bias, padding=1)`` of a channels-last training network's wider 3x3
-    layers (channels multiples of 16, even height and width) by Winograd F(2x2, 3x3) through
-    ``_wino.c``: 16 multiply-adds per 2x2 output tile and channel pair instead of 36, for the
-    forward, the input gradient and the weight gradient alike. A create_graph backward
-    differentiates the stock convolution instead."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        return ckernels.wino_forward(x, weight.contiguous(), bias)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
-            return _conv_grads_differentiably(ctx, x, weight, grad)
-        want_x, want_w, want_b = ctx.needs_input_grad
+        want_x, want_w, want_b = ctx.needs_input_grad[:3]
         want_b = want_b and ctx.has_bias
+        if torch.is_grad_enabled():   # create_graph: a differentiable recomputation
+            wanted = [t for t, on in ((x, want_x), (weight, want_w)) if on]
+            got = []
+            if wanted:
+                with torch.enable_grad():
+                    got = list(torch.autograd.grad(F.conv2d(x, weight, None, padding=1), wanted,
+                                                   grad, create_graph=True))
+            return (got.pop(0) if want_x else None, got.pop(0) if want_w else None,
+                    grad.sum((0, 2, 3)) if want_b else None, None)
         grad = grad.contiguous(memory_format=torch.channels_last)
-        gx = ckernels.wino_grad_input(grad, weight.contiguous()) if want_x else None
-        gw = gb = None
+        gx = gw = gb = None
+        if want_x:   # routed for Winograd only (a first layer's input needs no gradient)
+            gx = ckernels.wino_grad_input(grad, weight.contiguous())
         if want_w or want_b:
-            gw, gb = ckernels.wino_grad_weight(x, grad)
-        return gx, gw if want_w else None, gb if want_b else None
+            gw, gb = (ckernels.wino_grad_weight if ctx.winograd
+                      else ckernels.conv3_cl_grad_weight)(x, grad)
+        return gx, gw if want_w else None, gb if want_b else None, None
 
 
-C_FIRST_CONV_CL = True   # the switches for _Conv3x3CL and _Conv3x3Wino (benchmarks turn them
-C_WINOGRAD = True        # off to compare)
+C_FIRST_CONV_CL = True   # the switches for _ConvCL's two kinds of layers, and C_WINOGRAD for
+C_WINOGRAD = True        # the student's Winograd convolutions too (benchmarks turn them off)
 
 
 def _conv3x3_pad1(m: nn.Module) -> bool:
@@ -347,13 +324,13 @@ def _conv3x3_pad1(m: nn.Module) -> bool:
             and m.padding_mode == "zeros")
 
 
-def _conv_function(m: nn.Module, x: torch.Tensor):
-    """The C-loop Function that computes ``m(x)`` in a channels-last training network, or None:
-    ``_Conv3x3CL`` for a first layer (1-4 input channels, an input that needs no gradient),
-    ``_Conv3x3Wino`` for a wider layer on a channels-last input (channels multiples of 16, even
-    height and width). Both need a 3x3, stride-1, padding-1 convolution with a multiple of 16
-    output channels whose weight is a channels-last leaf (not a functional student's view),
-    float32 CPU tensors and the C loops on."""
+def _conv_function(m: nn.Module, x: torch.Tensor) -> bool | None:
+    """How ``_ConvCL`` computes ``m(x)`` in a channels-last training network: False for a first
+    layer by the direct C loops (1-4 input channels, an input that needs no gradient), True for
+    a wider layer by Winograd (channels multiples of 16, a channels-last input of even height
+    and width), None when it does not. Both need a 3x3, stride-1, padding-1 convolution with a
+    multiple of 16 output channels whose weight is a channels-last leaf (not a functional
+    student's view), float32 CPU tensors and the C loops on."""
     if not (_conv3x3_pad1(m) and m.out_channels % 16 == 0 and x.dim() == 4
             and m.weight.grad_fn is None and x.dtype == torch.float32
             and m.weight.dtype == torch.float32
@@ -362,10 +339,10 @@ def _conv_function(m: nn.Module, x: torch.Tensor):
     if (C_FIRST_CONV_CL and m.in_channels <= 4 and not x.requires_grad
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
             and ckernels.usable(x, channels_last=not x.is_contiguous())):
-        return _Conv3x3CL
+        return False
     if (C_WINOGRAD and m.in_channels % 16 == 0 and x.shape[-1] % 2 == 0 == x.shape[-2] % 2
             and ckernels.usable(x, channels_last=True)):
-        return _Conv3x3Wino
+        return True
     return None
 
 
@@ -437,8 +414,8 @@ class ConvNetFeatures(nn.Sequential):
                 x = fn.apply(x, norm.weight, norm.bias, norm.eps)[0]
             elif n == 2:
                 x = _ReLUPool.apply(x)[0]
-            elif (conv := _conv_function(mods[i], x)) is not None:
-                x, n = conv.apply(x, mods[i].weight, mods[i].bias), 1
+            elif (winograd := _conv_function(mods[i], x)) is not None:
+                x, n = _ConvCL.apply(x, mods[i].weight, mods[i].bias, winograd), 1
             else:
                 x, n = mods[i](x), 1
             i += n
