@@ -3,7 +3,11 @@ and against one after another with the block tails in C (``ddbook.ckernels``).
 
 Implementations: ``one after another`` and ``stacked`` run the torch ops (``DDBOOK_KERNELS=torch``,
 the code as issue 15 found it, plus stacking); ``C loops`` is one after another with
-``DDBOOK_KERNELS=c`` (batch norm -> ReLU -> pool, or instance norm's, in two passes each way).
+``DDBOOK_KERNELS=c``: the block tails (batch norm -> ReLU -> pool, or instance norm's) in two
+passes each way, and the convolutions (``ddbook.networks``): a batch-norm network's first layer
+by direct channels-last loops, its wider layers by Winograd F(2x2, 3x3), an instance-norm
+network's wider layers by the NCHW Winograd op (from session 23 on; session 21's rows had the
+tails only).
 
 Each (config, impl) runs in its own worker process (peak RSS is per process), workers in
 alternating order, round after round, so both implementations see the same machine load. A

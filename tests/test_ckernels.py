@@ -477,6 +477,36 @@ def test_bn_network_takes_the_channels_last_convs_and_equals_the_native_ones(ker
     assert "conv3_cl_forward" not in calls and calls.count("wino_forward") == 2
 
 
+def test_instance_norm_network_takes_winograd_and_equals_the_native_one(kernels, monkeypatch):
+    """An NCHW (instance-norm) network in training runs its 16-channel layer through the
+    student's Winograd op (fused._Wino3x3), its 3-channel first layer natively."""
+    from ddbook import networks
+
+    def steps():
+        net = get_network("ConvNet", 4, (16, 16), width=16, depth=2, seed=0, device="cpu")
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.randn(6, 3, 16, 16, generator=g), torch.arange(6) % 4
+        out = net(x)
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(out, y),
+                                    list(net.parameters()))
+        return [out.detach(), *grads]
+    kernels("torch")
+    ref = steps()
+    kernels("c")
+    calls = []
+    monkeypatch.setattr(ckernels, "wino_forward", lambda *a, _f=ckernels.wino_forward:
+                        calls.append(tuple(a[0].shape)) or _f(*a))
+    got = steps()
+    assert calls == [(6, 16, 8, 8)]
+    scale = max(r.abs().max() for r in ref[1:])
+    for r, c in zip(ref, got):
+        assert (c - r).abs().max() <= 1e-5 * r.abs().max() + 1e-6 * scale
+    monkeypatch.setattr(networks, "C_WINOGRAD", False)
+    calls.clear()
+    steps()
+    assert calls == []
+
+
 def test_channels_last_convs_are_taken_only_where_they_apply(kernels, monkeypatch):
     from ddbook import networks
     from ddbook.networks import _conv_function

@@ -346,6 +346,17 @@ def _conv_function(m: nn.Module, x: torch.Tensor) -> bool | None:
     return None
 
 
+def _wino_nchw(m: nn.Module, x: torch.Tensor) -> bool:
+    """True when ``m(x)`` runs as the student's NCHW Winograd op (``fused._Wino3x3``, every
+    derivative again one of its loops) in an NCHW network (instance norm): a 3x3, stride-1,
+    padding-1 convolution of channels in multiples of 16 on an input of even height and width,
+    contiguous float32 CPU tensors, the C loops on."""
+    return (C_WINOGRAD and _conv3x3_pad1(m) and m.in_channels % 16 == 0
+            and m.out_channels % 16 == 0 and x.dim() == 4 and x.shape[-1] % 2 == 0
+            and x.shape[-2] % 2 == 0 and x.dtype == torch.float32
+            and m.weight.dtype == torch.float32 and ckernels.usable(x, m.weight, m.bias))
+
+
 def _batch_relu_pool(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     """The fused tail in place of ``norm`` -> ReLU -> AvgPool2d(2), with ``norm``'s running
     statistics updated as ``nn.BatchNorm2d`` does in training (momentum, or the cumulative
@@ -416,6 +427,9 @@ class ConvNetFeatures(nn.Sequential):
                 x = _ReLUPool.apply(x)[0]
             elif (winograd := _conv_function(mods[i], x)) is not None:
                 x, n = _ConvCL.apply(x, mods[i].weight, mods[i].bias, winograd), 1
+            elif _wino_nchw(mods[i], x):
+                from .fused import _Wino3x3   # (fused imports this module)
+                x, n = _Wino3x3.apply(x, mods[i].weight, mods[i].bias), 1
             else:
                 x, n = mods[i](x), 1
             i += n
