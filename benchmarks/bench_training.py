@@ -71,7 +71,9 @@ def reference_convnet(width: int, norm: str, depth: int = 3, num_classes: int = 
 
 
 def flop_model(model, shape) -> tuple[float, float]:
-    """(forward, forward+backward) FLOPs per image: conv/linear MACs x 2, from a traced forward.
+    """(forward, forward+backward) FLOPs per image: conv/linear MACs x 2, from a traced forward;
+    a direct convolution's count (Winograd's C loops do fewer multiplications: its rate is then
+    an effective one).
 
     Backward costs 2x forward (input and weight gradients) except for layers whose input needs
     no gradient (the first conv on plain images): weight gradient only.
@@ -85,9 +87,12 @@ def flop_model(model, shape) -> tuple[float, float]:
             mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
         macs.append((out[0].numel() * k, inp[0].requires_grad))
 
+    from ddbook import ckernels
     hooks = [m.register_forward_hook(hook) for m in model.modules()
              if isinstance(m, (nn.Conv2d, nn.Linear))]
-    with torch.enable_grad():
+    # under the torch ops: the C loops compute a ConvNet's convolutions without calling the
+    # modules, whose hooks would then not fire (and count nothing)
+    with torch.enable_grad(), ckernels.kernels_as("torch"):
         model(torch.zeros(1, *shape))
     for h in hooks:
         h.remove()

@@ -11,8 +11,13 @@ same iterations (self CPU time). Prints markdown tables.
 its wall clock, grouped by operator and input shapes (a ``TorchDispatchMode``; torch.profiler's
 self times, with shapes recorded, moved whole milliseconds between neighbouring operators here).
 
+``--train NETWORK:BATCH`` does the same for ``--iterations`` training steps of a width-32
+network (DSA draw and augmentation, forward, loss, backward, SGD: ``bench_train_step.py``'s
+step) instead of distillation iterations.
+
     python benchmarks/profile_distill.py --iterations 4
     python benchmarks/profile_distill.py --iterations 3 --by-shape --top 24
+    python benchmarks/profile_distill.py --iterations 20 --by-shape --train ConvNetBN:128
 """
 from __future__ import annotations
 
@@ -45,6 +50,31 @@ def _distiller(args):
         yield run
 
 
+@contextmanager
+def _trainer(args):
+    """``run(n)``: n training steps of a seeded width-``args.width`` network on random images
+    (``bench_train_step.py``'s step)."""
+    import torch
+
+    from ddbook.augment import DSA_STRATEGY, apply_dsa, sample_dsa
+    from ddbook.networks import get_network
+    from ddbook.train import sgd_step
+    network, batch = args.train.split(":")
+    batch = int(batch)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.randn(batch * 8, 3, 32, 32, generator=g)
+    labels = torch.randint(0, 10, (batch * 8,), generator=g)
+    net = get_network(network, 10, width=args.width, seed=0, device="cpu")
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def run(n):
+        for _ in range(n):
+            idx = torch.randint(0, len(pool), (batch,), generator=g)
+            x = apply_dsa(pool[idx], sample_dsa(batch, (32, 32), g, DSA_STRATEGY))
+            sgd_step(net, x, labels[idx], opt)
+    yield run
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--iterations", type=int, default=4)
@@ -57,6 +87,8 @@ def main() -> None:
     p.add_argument("--by-shape", action="store_true",
                    help="wall time per (operator, input shapes) instead of the phases")
     p.add_argument("--top", type=int, default=24, help="rows of the --by-shape table")
+    p.add_argument("--train", default=None, metavar="NETWORK:BATCH",
+                   help="with --by-shape: training steps of this network instead")
     args = p.parse_args()
     if args.by_shape:
         by_shape(args)
@@ -136,8 +168,10 @@ def by_shape(args) -> None:
             s[1] += time.perf_counter() - t
             return out
 
-    for name in ("tail_forward", "tail_backward", "tail_double_backward", "conv3_forward",
-                 "conv3_grad_input", "conv3_grad_weight"):
+    for name in ("tail_forward", "tail_backward", "tail_double_backward", "bn_cl_forward",
+                 "bn_cl_backward", "conv3_forward", "conv3_grad_input", "conv3_grad_weight",
+                 "conv3_cl_forward", "conv3_cl_grad_weight", "wino_forward", "wino_grad_input",
+                 "wino_grad_weight"):
         def timed_c(*a, _f=getattr(ckernels, name), _n=name):
             t = time.perf_counter()
             out = _f(*a)
@@ -146,7 +180,7 @@ def by_shape(args) -> None:
             s[1] += time.perf_counter() - t
             return out
         setattr(ckernels, name, timed_c)
-    with _distiller(args) as run:
+    with (_trainer(args) if args.train else _distiller(args)) as run:
         run(1)  # warm-up
         stats.clear()
         t = time.perf_counter()
@@ -154,9 +188,11 @@ def by_shape(args) -> None:
             run(args.iterations)
         wall = (time.perf_counter() - t) / args.iterations
     k = args.iterations
-    print(f"\nwall s per iteration, timed: {wall:.3f}; DDBOOK_KERNELS="
+    what = f"training step ({args.train})" if args.train else "iteration"
+    print(f"\nwall s per {what}, timed: {wall:.3f}; DDBOOK_KERNELS="
           f"{os.environ.get('DDBOOK_KERNELS', 'auto')}; load average {os.getloadavg()[0]:.2f}\n")
-    print("| operator | input shapes | ms / iteration | calls / iteration | ms / call | "
+    unit = "step" if args.train else "iteration"
+    print(f"| operator | input shapes | ms / {unit} | calls / {unit} | ms / call | "
           "cumulative share |\n| --- | --- | --- | --- | --- | --- |")
     acc = 0.0
     for (op, shp), (n, dt) in sorted(stats.items(), key=lambda kv: -kv[1][1])[:args.top]:

@@ -1,5 +1,6 @@
-"""A ConvNet block's norm -> ReLU -> 2x2 pool tail (``_tail.c``) and the first layer's 3x3
-convolution of few input channels (``_conv.c``) as C loops, built on first use.
+"""A ConvNet block's norm -> ReLU -> 2x2 pool tail (``_tail.c``) and its 3x3 convolutions
+(``_conv.c``: direct, for few input channels; ``_wino.c``: Winograd F(2x2, 3x3), for channels in
+multiples of 16) as C loops, built on first use.
 
 ``ddbook.fused._NormReLUPool`` (norm -> ReLU -> 2x2 mean pool, instance or batch norm) and its
 first and second derivatives are long chains of full-size elementwise torch ops: about a third of
@@ -7,9 +8,13 @@ a width-32 distillation iteration on the CPU (benchmarks/README.md, ``profile_di
 ``_tail.c`` computes each of the three in two or three passes over its planes. ``_conv.c`` has
 the convolution on 1-4 input channels (RGB images) and its two adjoints, which the native NCHW
 kernels compute at a quarter to a half of the machine's peak in a distillation iteration's
-double backward (``fused._Conv3x3``). Both are compiled once per source, compiler and CPU with
-the system C compiler (``$CC``, else ``cc``) into the cache folder, and called through ctypes: no
-Python headers, no build step at install.
+double backward (``fused._Conv3x3``), and a channels-last forward and weight gradient for a
+batch-norm network's first layer in training. ``_wino.c`` computes the wider convolutions, their
+input and weight gradients with 16 multiply-adds per 2x2 output tile and channel pair instead of
+36, NCHW (the student, ``fused._Wino3x3``; instance-norm networks in training) or channels-last
+(batch-norm networks in training, ``networks._ConvCL``). All are compiled once per source,
+compiler and CPU with the system C compiler (``$CC``, else ``cc``) into the cache folder, and
+called through ctypes: no Python headers, no build step at install.
 
 ``DDBOOK_KERNELS`` chooses:
 
@@ -18,13 +23,13 @@ Python headers, no build step at install.
 - ``c``: the C loops, or a clear error when they cannot be built;
 - ``torch``: the torch ops (``ddbook.fused``, ``F.conv2d``), as before these loops existed.
 
-The same file has the tail of ConvNet networks in training (``ddbook.networks``: batch norm
-channels-last, instance norm NCHW; first derivative only); training keeps the native
-convolutions (measured no slower there: no input gradient is taken). Which one ran is part of
-every result's provenance (:func:`describe`). They are used only for contiguous float32 CPU
-tensors; CUDA and other dtypes always take the torch ops. The loops are single-threaded (the
-book's CPU runs are one process per core): tests/test_ckernels.py checks them against the torch
-ops to float tolerance.
+``_tail.c`` also has the tail of ConvNet networks in training (``ddbook.networks``: batch norm
+channels-last, instance norm NCHW; first derivative only). ``networks.C_FIRST_CONV_CL`` and
+``networks.C_WINOGRAD`` switch the convolutions off for comparisons (benchmarks/). Which code ran
+is part of every result's provenance (:func:`describe`). They are used only for contiguous
+float32 CPU tensors; CUDA and other dtypes always take the torch ops. The loops are
+single-threaded (the book's CPU runs are one process per core): tests/test_ckernels.py checks
+them against the torch ops to float tolerance.
 """
 from __future__ import annotations
 
@@ -44,7 +49,8 @@ import torch
 
 __all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backward",
            "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "conv3_forward",
-           "conv3_grad_input", "conv3_grad_weight", "recorded_mode", "kernels_as",
+           "conv3_grad_input", "conv3_grad_weight", "conv3_cl_forward", "conv3_cl_grad_weight",
+           "wino_forward", "wino_grad_input", "wino_grad_weight", "recorded_mode", "kernels_as",
            "KernelBuildError"]
 
 _SOURCES = [Path(__file__).with_name(f) for f in ("_tail.c", "_conv.c", "_wino.c")]
@@ -171,7 +177,7 @@ def describe(device: str | torch.device | None = None) -> str:
         return f"unusable ({e})"
     if lib is None:
         return "torch ops (ddbook.fused)"
-    return (f"C loops (ddbook/_tail.c, _conv.c, {lib.ddbook_version}, "
+    return (f"C loops (ddbook/_tail.c, _conv.c, _wino.c, {lib.ddbook_version}, "
             f"{' '.join(_FLAGS[:2])})")
 
 
