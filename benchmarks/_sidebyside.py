@@ -82,7 +82,14 @@ def finish(args, rows: dict, load0: float, t0: float, variants: tuple, setting: 
                          f"{max(rows[(n, v)]['peaks']):.2f}")
         print(f"| {size_label(n)} | {cells[0]} | {cells[1]} | **{med[0] / med[1]:.2f}** |")
         out.append({"ipc": n, a: rows[(n, a)], b: rows[(n, b)], "speedup": med[0] / med[1]})
+    write_json(args, load0, out)
+
+
+def write_json(args, load0: float, rows, **extra) -> None:
+    """``args.json`` (when given): the date, the load average before, the options, ``rows``
+    and any ``extra`` fields."""
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "load_before": load0, "args": vars(args), "rows": out}, fh, indent=1)
+                       "load_before": load0, **extra, "args": vars(args), "rows": rows}, fh,
+                      indent=1)

@@ -40,7 +40,6 @@ memory is not separated there (one process).
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -48,7 +47,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _sidebyside import parser, report, run_rounds  # noqa: E402
+from _sidebyside import parser, report, run_rounds, write_json  # noqa: E402
 
 
 VARIANTS = ("torch", "c-tail", "c-direct", "c")
@@ -136,10 +135,7 @@ def report_interleaved(args, variants: tuple) -> int:
             cell = f"**{statistics.median(r):.2f}** ({q(r)[0]:.2f}-{q(r)[2]:.2f})" if r else "1"
             print(f"| {v} | {statistics.median(times[v]):.3f} ({q(times[v])[0]:.3f}-"
                   f"{q(times[v])[2]:.3f}) | {cell} |")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "load_before": load0, "args": vars(args), "rows": out}, fh, indent=1)
+    write_json(args, load0, out)
     return 0
 
 
@@ -188,10 +184,7 @@ def main(argv=None) -> int:
               + " | ".join(f"**{speed[v]:.2f}**" for v in variants[:-1]) + " |")
         out.append({"ipc": ipc, "batch": batch, **{v: rows[(ipc, v)] for v in variants},
                     "speedup_of_c": speed})
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "load_before": load0, "args": vars(args), "rows": out}, fh, indent=1)
+    write_json(args, load0, out)
     return 0
 
 

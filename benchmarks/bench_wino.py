@@ -14,11 +14,13 @@ multiplications, so its rate is an *effective* one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _sidebyside import write_json  # noqa: E402
 
 # (layout, N, C, O, H): the quick scale's shapes (training batch 128, distillation batch 100),
 # and width 64 / 128 for "nothing slower at width 128"
@@ -96,10 +98,7 @@ def main() -> int:
                   f"**{r['speedup']:.2f}** |", flush=True)
     print(f"\n1 thread, wall clock, medians of {args.rounds} alternating rounds; load average "
           f"{load0:.2f} before, {os.getloadavg()[0]:.2f} after; {time.time() - t0:.0f} s")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "load_before": load0, "args": vars(args), "rows": rows}, fh, indent=1)
+    write_json(args, load0, rows)
     return 0
 
 
