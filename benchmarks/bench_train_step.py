@@ -36,7 +36,7 @@ VARIANTS = {
 
 
 def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
-            variants: list[str], width: int = 32) -> dict:
+            variants: list[str], width: int = 32, clock=time.process_time) -> dict:
     import torch
 
     from ddbook import networks
@@ -55,12 +55,12 @@ def measure(network: str, batch: int, blocks: int, block: int, warmup: int,
             VARIANTS[variant]
 
     def steps(n: int) -> float:
-        t = time.process_time()
+        t = clock()
         for _ in range(n):
             idx = torch.randint(0, len(pool), (batch,), generator=g)
             x = apply_dsa(pool[idx], sample_dsa(batch, (32, 32), g, DSA_STRATEGY))
             sgd_step(net, x, labels[idx], opt)
-        return (time.process_time() - t) / n
+        return (clock() - t) / n
     for v in variants:
         use(v)
         steps(warmup)
@@ -89,25 +89,29 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--variants", default="torch,c-tail,c-first,c",
                    help=f"comma-separated, the first the baseline: {', '.join(VARIANTS)}")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; above 1 the clock is the wall clock, not CPU time")
     p.add_argument("--json")
     args = p.parse_args()
     variants = args.variants.split(",")
     if len(variants) < 2 or any(v not in VARIANTS for v in variants):
         p.error(f"--variants: two or more of {', '.join(VARIANTS)}")
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    clock = time.process_time if args.threads == 1 else time.perf_counter
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_training import sgemm_peak
-    peak0 = sgemm_peak(1, 5, time.process_time)
+    peak0 = sgemm_peak(args.threads, 5, clock)
     load0, t0 = os.getloadavg()[0], time.time()
     rows = []
     for config in args.configs.split(","):
         network, batch, *width = config.split(":")
         rows.append(measure(network, int(batch), args.blocks, args.block, args.warmup,
-                            variants, int(width[0]) if width else 32))
+                            variants, int(width[0]) if width else 32, clock))
         print(f"{config} done, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
-    peak1 = sgemm_peak(1, 5, time.process_time)
-    print(f"\n1 thread, CPU time; {args.blocks} blocks x {args.block} steps per variant, "
+    peak1 = sgemm_peak(args.threads, 5, clock)
+    print(f"\n{args.threads} thread(s), {'CPU time' if args.threads == 1 else 'wall clock'}; "
+          f"{args.blocks} blocks x {args.block} steps per variant, "
           f"alternating; sgemm peak {statistics.median(peak0):.0f} GFLOP/s before, "
           f"{statistics.median(peak1):.0f} after; load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after; {time.time() - t0:.0f} s\n")

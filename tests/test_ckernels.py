@@ -540,6 +540,40 @@ def test_channels_last_convs_are_taken_only_where_they_apply(kernels, monkeypatc
     assert _conv_function(conv2, h) is None
 
 
+@pytest.mark.parametrize("mode,threads,taken", [("auto", 1, True), ("auto", 2, False),
+                                                ("c", 2, True), ("torch", 1, False)])
+def test_convolution_loops_run_under_auto_on_one_thread_only(kernels, mode, threads, taken):
+    """The convolution loops are single-threaded: under auto they replace oneDNN's (which use
+    every torch thread) only on one thread; c forces them."""
+    from ddbook.networks import _conv_function, _wino_nchw
+    kernels(mode)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert ckernels.convolutions_wanted() is (mode == "c" or threads == 1)
+        assert ("convolutions by the torch ops" in ckernels.describe("cpu")) is (
+            mode == "auto" and not taken)
+        bn = get_network("ConvNetBN", 10, width=32, seed=0, device="cpu")
+        h = torch.randn(2, 32, 16, 16)
+        assert (_conv_function(bn.features[4], h.contiguous(memory_format=_CL)) is True) is taken
+        inorm = get_network("ConvNet", 10, width=32, seed=0, device="cpu")
+        assert _wino_nchw(inorm.features[4], h) is taken
+        model = get_network("ConvNet", 4, (16, 16), width=16, depth=2, seed=0, device="cpu")
+        student = matching.make_student(model)
+        theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+        calls = []
+        real = (ckernels.conv3_forward, ckernels.wino_forward)
+        ckernels.conv3_forward = lambda *a: calls.append("conv3") or real[0](*a)
+        ckernels.wino_forward = lambda *a: calls.append("wino") or real[1](*a)
+        try:
+            student(theta, torch.randn(2, 3, 16, 16))
+        finally:
+            ckernels.conv3_forward, ckernels.wino_forward = real
+        assert calls == (["conv3", "wino"] if taken else [])
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("shape,out_channels", [
     ((5, 32, 16, 16), 32), ((2, 16, 6, 10), 48), ((3, 48, 2, 2), 16), ((1, 16, 8, 4), 16)],
     ids=lambda v: str(v))

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["mode", "library", "describe", "usable", "tail_forward", "tail_backward",
+__all__ = ["mode", "library", "describe", "usable", "convolutions_wanted", "tail_forward", "tail_backward",
            "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "conv3_forward",
            "conv3_grad_input", "conv3_grad_weight", "conv3_cl_forward", "conv3_cl_grad_weight",
            "wino_forward", "wino_grad_input", "wino_grad_weight", "recorded_mode", "kernels_as",
@@ -72,6 +72,15 @@ def mode() -> str:
         raise ValueError(f"DDBOOK_KERNELS={value!r} is not one of {', '.join(_MODES)}. Fix: "
                          f"unset it (auto: the C loops when they build) or choose one of those")
     return value
+
+
+def convolutions_wanted() -> bool:
+    """Whether the convolution loops (``_conv.c``, ``_wino.c``) replace oneDNN's: always under
+    ``c``; under ``auto`` only while torch runs on one thread (the book's CPU runs: one process
+    per core). The loops are single-threaded: at 2 threads Winograd measured 1.09x (batch norm)
+    and 0.92x (instance norm) oneDNN's training step on both threads (benchmarks/README.md), and
+    more threads favour oneDNN further."""
+    return mode() == "c" or torch.get_num_threads() == 1
 
 
 def _cpu() -> str:
@@ -177,8 +186,10 @@ def describe(device: str | torch.device | None = None) -> str:
         return f"unusable ({e})"
     if lib is None:
         return "torch ops (ddbook.fused)"
+    convs = "" if convolutions_wanted() else (
+        f"; convolutions by the torch ops: {torch.get_num_threads()} threads")
     return (f"C loops (ddbook/_tail.c, _conv.c, _wino.c, {lib.ddbook_version}, "
-            f"{' '.join(_FLAGS[:2])})")
+            f"{' '.join(_FLAGS[:2])}{convs})")
 
 
 def recorded_mode(kernels: str | None) -> str:

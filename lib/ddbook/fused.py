@@ -363,10 +363,11 @@ def _layer_op(m: nn.Module, name: str) -> Callable | None:
     w, b = f"{name}.weight", f"{name}.bias"
     if type(m) is nn.Conv2d:
         def conv(p, x):
-            if _conv_c(m) and ckernels.usable(x, p[w], p[b]):
-                return _Conv3x3.apply(x, p[w], p[b])
-            if _conv_wino(m, x) and ckernels.usable(x, p[w], p[b]):
-                return _Wino3x3.apply(x, p[w], p[b])
+            if ckernels.usable(x, p[w], p[b]) and ckernels.convolutions_wanted():
+                if _conv_c(m):
+                    return _Conv3x3.apply(x, p[w], p[b])
+                if _conv_wino(m, x):
+                    return _Wino3x3.apply(x, p[w], p[b])
             return F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
         return conv
     if type(m) is nn.GroupNorm and m.affine and m.num_groups == m.num_channels:

@@ -330,9 +330,11 @@ def _conv_function(m: nn.Module, x: torch.Tensor) -> bool | None:
     a wider layer by Winograd (channels multiples of 16, a channels-last input of even height
     and width), None when it does not. Both need a 3x3, stride-1, padding-1 convolution with a
     multiple of 16 output channels whose weight is a channels-last leaf (not a functional
-    student's view), float32 CPU tensors and the C loops on."""
+    student's view), float32 CPU tensors and the C loops on (``ckernels.convolutions_wanted``:
+    under ``auto``, one torch thread)."""
     if not (_conv3x3_pad1(m) and m.out_channels % 16 == 0 and x.dim() == 4
             and m.weight.grad_fn is None and x.dtype == torch.float32
+            and ckernels.convolutions_wanted()
             and m.weight.dtype == torch.float32
             and ckernels.usable(m.weight, channels_last=True) and ckernels.usable(m.bias)):
         return None
@@ -354,7 +356,8 @@ def _wino_nchw(m: nn.Module, x: torch.Tensor) -> bool:
     return (C_WINOGRAD and _conv3x3_pad1(m) and m.in_channels % 16 == 0
             and m.out_channels % 16 == 0 and x.dim() == 4 and x.shape[-1] % 2 == 0
             and x.shape[-2] % 2 == 0 and x.dtype == torch.float32
-            and m.weight.dtype == torch.float32 and ckernels.usable(x, m.weight, m.bias))
+            and m.weight.dtype == torch.float32 and ckernels.usable(x, m.weight, m.bias)
+            and ckernels.convolutions_wanted())
 
 
 def _batch_relu_pool(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
