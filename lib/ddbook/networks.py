@@ -408,11 +408,13 @@ def _fusable(mods: list[nn.Module], i: int, x: torch.Tensor) -> int:
 
 
 class ConvNetFeatures(nn.Sequential):
-    """``nn.Sequential`` of ConvNet blocks whose norm-ReLU-pool tails run fused on the CPU.
+    """``nn.Sequential`` of ConvNet blocks whose norm-ReLU-pool tails run fused on the CPU, and
+    whose 3x3 convolutions the C loops may compute (``_ConvCL``, ``fused._Wino3x3``).
 
     Same modules, parameters and results as the plain Sequential (tests/test_networks.py checks
-    values and gradients to 1e-5); only the number of passes over memory differs. Forward hooks
-    on a fused GroupNorm/ReLU/AvgPool2d do not fire on the CPU.
+    values and gradients to 1e-5); only the number of passes over memory, or of multiplications,
+    differs. Forward hooks on a fused GroupNorm/ReLU/AvgPool2d, or on a convolution the C loops
+    compute, do not fire on the CPU (run under ``ckernels.kernels_as("torch")`` to trace them).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
