@@ -381,20 +381,13 @@ int ddb_conv3_cl_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, 
         return 1;
     }
     double *btot = tot + O * C * 9;
-    float lanes[8];
     i64 off[4 * 9];   /* tap (c, kh, kw) = c * 9 + kh * 3 + kw: its offset in the padded image */
     for (i64 c = 0; c < C; c++)
         for (int k = 0; k < 9; k++) off[c * 9 + k] = ((k / 3) * (W + 2) + k % 3) * C + c;
     for (i64 n = 0; n < N; n++) {
         pad_image_cl(xp, x + n * H * W * C, C, H, W);
         const float *gn = g + n * H * W * O;
-        if (gb)
-            for (i64 o = 0; o < O; o += 8) {
-                v8 acc = bc8(0.0f);
-                for (i64 p = 0; p < H * W; p++) acc += ld8(gn + p * O + o);
-                st8(lanes, acc);
-                for (int l = 0; l < 8; l++) btot[o + l] += (double)lanes[l];
-            }
+        if (gb) add_channel_sums_cl(btot, gn, H * W, O);
         for (i64 o0 = 0; o0 < O; o0 += 16)
             for (int t0 = 0; t0 < C * 9; t0 += GT) switch (C * 9 - t0 < GT ? C * 9 - t0 : GT) {
                 case 1: gw_cl_taps(1, tot, xp, gn, off, t0, o0, C, O, H, W); break;

@@ -45,4 +45,17 @@ static inline void pad_image_cl(float *xp, const float *x, i64 C, i64 H, i64 W)
     }
 }
 
+/* btot[o] += the sum over P pixels of g (P, O), O a multiple of 8: per-lane float sums, added
+ * into the double totals in a fixed order (the bias gradient of a channels-last convolution) */
+static inline void add_channel_sums_cl(double *btot, const float *g, i64 P, i64 O)
+{
+    float lanes[8];
+    for (i64 o = 0; o < O; o += 8) {
+        v8 acc = bc8(0.0f);
+        for (i64 p = 0; p < P; p++) acc += ld8(g + p * O + o);
+        st8(lanes, acc);
+        for (int l = 0; l < 8; l++) btot[o + l] += (double)lanes[l];
+    }
+}
+
 #endif

@@ -296,7 +296,6 @@ int ddb_wino_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, cons
         goto done;
     }
     double *btot = tot + 16 * O * C;
-    float lanes[8];
     for (i64 n = 0; n < N; n++) {
         const float *gn = g + n * HW * O, *xn = x + n * HW * C;
         if (nchw) {
@@ -322,13 +321,7 @@ int ddb_wino_grad_weight(i64 N, i64 C, i64 O, i64 H, i64 W, const float *x, cons
             }
         }
         for (i64 k = 0; k < 16 * O * C; k++) tot[k] += (double)dU[k];
-        if (gb)
-            for (i64 o = 0; o < O; o += 8) {
-                v8 acc = bc8(0.0f);
-                for (i64 q = 0; q < H * W; q++) acc += ld8(gn + q * O + o);
-                st8(lanes, acc);
-                for (int l = 0; l < 8; l++) btot[o + l] += (double)lanes[l];
-            }
+        if (gb) add_channel_sums_cl(btot, gn, HW, O);
     }
     for (i64 o = 0; o < O; o++)   /* dg = G^T dU G, per (o, c) */
         for (i64 c = 0; c < C; c++) {

@@ -47,8 +47,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["mode", "library", "describe", "usable", "convolutions_wanted", "tail_forward", "tail_backward",
-           "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "conv3_forward",
+__all__ = ["mode", "library", "describe", "usable", "convolutions_wanted", "tail_forward",
+           "tail_backward", "tail_double_backward", "bn_cl_forward", "bn_cl_backward", "conv3_forward",
            "conv3_grad_input", "conv3_grad_weight", "conv3_cl_forward", "conv3_cl_grad_weight",
            "wino_forward", "wino_grad_input", "wino_grad_weight", "recorded_mode", "kernels_as",
            "KernelBuildError"]

@@ -31,8 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import ckernels
-from . import networks
-from .networks import ConvNet, _conv3x3_pad1, _unpool2
+from .networks import ConvNet, _conv3x3_pad1, _unpool2, _wino_shapes
 
 __all__ = ["convnet_plan"]
 
@@ -341,14 +340,6 @@ def _conv_c(m: nn.Module) -> bool:
     return _conv3x3_pad1(m) and m.in_channels <= C_CONV_MAX_CHANNELS
 
 
-def _conv_wino(m: nn.Module, x: torch.Tensor) -> bool:
-    """True for a conv that Winograd computes on ``x``: 3x3, stride 1, padding 1, channels in
-    multiples of 16, even height and width (and ``networks.C_WINOGRAD`` on)."""
-    return (networks.C_WINOGRAD and _conv3x3_pad1(m) and m.in_channels % 16 == 0
-            and m.out_channels % 16 == 0 and x.dim() == 4 and x.shape[-1] % 2 == 0
-            and x.shape[-2] % 2 == 0)
-
-
 C_CONV_MAX_CHANNELS = 4   # wider inputs keep oneDNN, near the sgemm peak there (benchmarks/)
 
 
@@ -366,7 +357,7 @@ def _layer_op(m: nn.Module, name: str) -> Callable | None:
             if ckernels.usable(x, p[w], p[b]) and ckernels.convolutions_wanted():
                 if _conv_c(m):
                     return _Conv3x3.apply(x, p[w], p[b])
-                if _conv_wino(m, x):
+                if _wino_shapes(m, x):
                     return _Wino3x3.apply(x, p[w], p[b])
             return F.conv2d(x, p[w], p[b], m.stride, m.padding, m.dilation, m.groups)
         return conv

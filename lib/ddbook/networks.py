@@ -324,6 +324,14 @@ def _conv3x3_pad1(m: nn.Module) -> bool:
             and m.padding_mode == "zeros")
 
 
+def _wino_shapes(m: nn.Module, x: torch.Tensor) -> bool:
+    """True when Winograd may compute ``m(x)`` (``C_WINOGRAD`` on): a 3x3, stride-1, padding-1
+    convolution of channels in multiples of 16 on a 4-d input of even height and width."""
+    return (C_WINOGRAD and _conv3x3_pad1(m) and m.in_channels % 16 == 0
+            and m.out_channels % 16 == 0 and x.dim() == 4 and x.shape[-1] % 2 == 0
+            and x.shape[-2] % 2 == 0)
+
+
 def _conv_function(m: nn.Module, x: torch.Tensor) -> bool | None:
     """How ``_ConvCL`` computes ``m(x)`` in a channels-last training network: False for a first
     layer by the direct C loops (1-4 input channels, an input that needs no gradient), True for
@@ -334,16 +342,15 @@ def _conv_function(m: nn.Module, x: torch.Tensor) -> bool | None:
     under ``auto``, one torch thread)."""
     if not (_conv3x3_pad1(m) and m.out_channels % 16 == 0 and x.dim() == 4
             and m.weight.grad_fn is None and x.dtype == torch.float32
-            and ckernels.convolutions_wanted()
             and m.weight.dtype == torch.float32
-            and ckernels.usable(m.weight, channels_last=True) and ckernels.usable(m.bias)):
+            and ckernels.usable(m.weight, channels_last=True) and ckernels.usable(m.bias)
+            and ckernels.convolutions_wanted()):
         return None
     if (C_FIRST_CONV_CL and m.in_channels <= 4 and not x.requires_grad
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
             and ckernels.usable(x, channels_last=not x.is_contiguous())):
         return False
-    if (C_WINOGRAD and m.in_channels % 16 == 0 and x.shape[-1] % 2 == 0 == x.shape[-2] % 2
-            and ckernels.usable(x, channels_last=True)):
+    if _wino_shapes(m, x) and ckernels.usable(x, channels_last=True):
         return True
     return None
 
@@ -353,9 +360,7 @@ def _wino_nchw(m: nn.Module, x: torch.Tensor) -> bool:
     derivative again one of its loops) in an NCHW network (instance norm): a 3x3, stride-1,
     padding-1 convolution of channels in multiples of 16 on an input of even height and width,
     contiguous float32 CPU tensors, the C loops on."""
-    return (C_WINOGRAD and _conv3x3_pad1(m) and m.in_channels % 16 == 0
-            and m.out_channels % 16 == 0 and x.dim() == 4 and x.shape[-1] % 2 == 0
-            and x.shape[-2] % 2 == 0 and x.dtype == torch.float32
+    return (_wino_shapes(m, x) and x.dtype == torch.float32
             and m.weight.dtype == torch.float32 and ckernels.usable(x, m.weight, m.bias)
             and ckernels.convolutions_wanted())
 
